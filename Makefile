@@ -1,0 +1,46 @@
+# The project's entry points. Each target sets up what it needs first; set-up steps rerun only when
+# their lock file changes.
+
+PIPENV_VERSION := 2026.10.3
+export PIPENV_VENV_IN_PROJECT := 1
+export PIPENV_NOSPIN := 1
+export PIPENV_VERBOSITY := -1
+export CHECKPOINT_DISABLE := 1
+
+PYTHON := python3.11
+PIPENV := $(PYTHON) -m pipenv
+CHECKOV_VENV := .cache/checkov-venv
+
+.PHONY: setup synth test snapshots
+
+## Install the locked Python environment, the pinned cdktf CLI and checkov (in its own environment).
+setup: .venv/.synced node_modules/.installed $(CHECKOV_VENV)/.installed
+
+.venv/.synced: Pipfile.lock
+	$(PYTHON) -m pip --version >/dev/null
+	$(PIPENV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "pipenv==$(PIPENV_VERSION)"
+	$(PIPENV) sync --dev
+	touch $@
+
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# checkov pins versions that conflict with the project's boto3, so it lives in a venv of its own.
+$(CHECKOV_VENV)/.installed: security/checkov-requirements.txt
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --no-deps -r security/checkov-requirements.txt
+	touch $@
+
+## Synthesize every environment into cdktf.out/.
+synth: setup
+	$(PIPENV) run python main.py
+
+## Run every test: unit, snapshots, terraform validate, checkov, ruff and mypy.
+test: setup
+	$(PIPENV) run pytest
+
+## Rewrite the synth snapshots after an intended change (say why in the commit message).
+snapshots: setup
+	$(PIPENV) run pytest tests/test_snapshots.py --snapshot-update

@@ -1,0 +1,267 @@
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from typing import Literal, get_args
+
+from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
+from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
+    DataAwsIamPolicyDocument,
+    DataAwsIamPolicyDocumentStatement,
+    DataAwsIamPolicyDocumentStatementCondition,
+    DataAwsIamPolicyDocumentStatementPrincipals,
+)
+from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
+from cdktf_cdktf_provider_aws.default_security_group import DefaultSecurityGroup
+from cdktf_cdktf_provider_aws.eip import Eip
+from cdktf_cdktf_provider_aws.flow_log import FlowLog
+from cdktf_cdktf_provider_aws.iam_role import IamRole
+from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
+from cdktf_cdktf_provider_aws.internet_gateway import InternetGateway
+from cdktf_cdktf_provider_aws.nat_gateway import NatGateway
+from cdktf_cdktf_provider_aws.route import Route
+from cdktf_cdktf_provider_aws.route_table import RouteTable
+from cdktf_cdktf_provider_aws.route_table_association import RouteTableAssociation
+from cdktf_cdktf_provider_aws.security_group import SecurityGroup
+from cdktf_cdktf_provider_aws.subnet import Subnet
+from cdktf_cdktf_provider_aws.vpc import Vpc
+from cdktf_cdktf_provider_aws.vpc_endpoint import VpcEndpoint
+from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
+from constructs import Construct
+
+from iot_constructs.kms import EncryptionKey
+from iot_constructs.naming import Naming
+
+# Subnet tiers in the order their CIDR blocks are carved from the VPC's.
+TIERS = ("public", "private", "isolated")
+MAX_AZ_COUNT = 4
+GATEWAY_ENDPOINTS = ("s3", "dynamodb")
+
+
+NatMode = Literal["none", "single", "per-az"]
+"""How private subnets reach the internet: "none" (only through the VPC endpoints), "single" (one NAT
+gateway in the first AZ for all: cheaper, but one AZ's outage cuts egress) or "per-az" (survives it)."""
+
+
+@dataclass(frozen=True)
+class NetworkProps:
+    naming: Naming
+    cidr: str
+    """The VPC's IPv4 block, a /16 to /24; each subnet gets a sixteenth of it."""
+    availability_zones: tuple[str, ...]
+    """The 2 to 4 availability zones the subnets span, named explicitly so that the set never changes
+    under a plan when AWS opens a new zone."""
+    nat_mode: NatMode
+    flow_log_key: EncryptionKey
+    """Encrypts the flow log group; its policy must let CloudWatch Logs use it."""
+    flow_log_retention_days: int
+    interface_endpoints: tuple[str, ...] = ()
+    """AWS services reached through interface endpoints in the private subnets, as in
+    `com.amazonaws.<region>.<service>` (for example "kinesis-streams"). Default: none."""
+
+
+class Network(Construct):
+    """A VPC with public, private (NAT egress) and isolated subnets across the given availability zones.
+
+    S3 and DynamoDB are reached through gateway endpoints from the private and isolated tiers; the
+    default security group admits nothing; every flow is logged to an encrypted log group.
+    """
+
+    def __init__(self, scope: Construct, id: str, props: NetworkProps) -> None:
+        super().__init__(scope, id)
+        cidr = IPv4Network(props.cidr)
+        if not 16 <= cidr.prefixlen <= 24:
+            raise ValueError(f"cidr must be a /16 to /24 block, got {props.cidr}")
+        if props.nat_mode not in get_args(NatMode):
+            raise ValueError(f"nat_mode must be one of {get_args(NatMode)}, got {props.nat_mode!r}")
+        az_count = len(props.availability_zones)
+        if not 2 <= az_count <= MAX_AZ_COUNT:
+            raise ValueError(f"give 2 to {MAX_AZ_COUNT} availability_zones, got {props.availability_zones}")
+        naming = props.naming
+        region = DataAwsRegion(self, "region").name
+
+        vpc = Vpc(
+            self,
+            "vpc",
+            cidr_block=props.cidr,
+            enable_dns_support=True,
+            enable_dns_hostnames=True,  # interface endpoints resolve through private DNS
+            tags={"Name": naming.name("vpc")},
+        )
+        DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc.id)  # adopting it strips its rules
+        self.vpc_id: str = vpc.id
+        self.vpc_cidr: str = props.cidr
+
+        blocks = list(cidr.subnets(prefixlen_diff=4))
+        subnets: dict[str, list[Subnet]] = {
+            tier: [
+                Subnet(
+                    self,
+                    f"{tier}-subnet-{az}",
+                    vpc_id=vpc.id,
+                    cidr_block=str(blocks[t * MAX_AZ_COUNT + az]),
+                    availability_zone=props.availability_zones[az],
+                    map_public_ip_on_launch=False,  # nothing here gets a public IP implicitly
+                    tags={"Name": naming.name(f"{tier}-{az}"), "tier": tier},
+                )
+                for az in range(az_count)
+            ]
+            for t, tier in enumerate(TIERS)
+        }
+        self.public_subnet_ids: list[str] = [s.id for s in subnets["public"]]
+        self.private_subnet_ids: list[str] = [s.id for s in subnets["private"]]
+        self.isolated_subnet_ids: list[str] = [s.id for s in subnets["isolated"]]
+
+        igw = InternetGateway(self, "internet-gateway", vpc_id=vpc.id, tags={"Name": naming.name("igw")})
+        public_routes = RouteTable(self, "public-routes", vpc_id=vpc.id, tags={"Name": naming.name("public")})
+        Route(
+            self,
+            "public-default-route",
+            route_table_id=public_routes.id,
+            destination_cidr_block="0.0.0.0/0",
+            gateway_id=igw.id,
+        )
+        for az, subnet in enumerate(subnets["public"]):
+            RouteTableAssociation(
+                self, f"public-routes-{az}", subnet_id=subnet.id, route_table_id=public_routes.id
+            )
+
+        nat_count = {"none": 0, "single": 1, "per-az": az_count}[props.nat_mode]
+        nat_gateways = [
+            NatGateway(
+                self,
+                f"nat-{az}",
+                allocation_id=Eip(
+                    self, f"nat-ip-{az}", domain="vpc", tags={"Name": naming.name(f"nat-{az}")}
+                ).id,
+                subnet_id=subnets["public"][az].id,
+                tags={"Name": naming.name(f"nat-{az}")},
+                depends_on=[igw],
+            )
+            for az in range(nat_count)
+        ]
+        # One private route table per AZ whatever the NAT mode, so changing the mode never replaces them.
+        private_routes = []
+        for az, subnet in enumerate(subnets["private"]):
+            table = RouteTable(
+                self, f"private-routes-{az}", vpc_id=vpc.id, tags={"Name": naming.name(f"private-{az}")}
+            )
+            RouteTableAssociation(
+                self, f"private-routes-{az}-association", subnet_id=subnet.id, route_table_id=table.id
+            )
+            if nat_gateways:
+                Route(
+                    self,
+                    f"private-default-route-{az}",
+                    route_table_id=table.id,
+                    destination_cidr_block="0.0.0.0/0",
+                    nat_gateway_id=nat_gateways[az % nat_count].id,
+                )
+            private_routes.append(table)
+        isolated_routes = RouteTable(
+            self, "isolated-routes", vpc_id=vpc.id, tags={"Name": naming.name("isolated")}
+        )
+        for az, subnet in enumerate(subnets["isolated"]):
+            RouteTableAssociation(
+                self, f"isolated-routes-{az}", subnet_id=subnet.id, route_table_id=isolated_routes.id
+            )
+
+        for service in GATEWAY_ENDPOINTS:
+            VpcEndpoint(
+                self,
+                f"{service}-endpoint",
+                vpc_id=vpc.id,
+                service_name=f"com.amazonaws.{region}.{service}",
+                vpc_endpoint_type="Gateway",
+                route_table_ids=[t.id for t in [*private_routes, isolated_routes]],
+                tags={"Name": naming.name(service)},
+            )
+
+        self.endpoint_security_group_id: str | None = None
+        if props.interface_endpoints:
+            endpoint_sg = SecurityGroup(
+                self,
+                "endpoint-security-group",
+                name=naming.name("endpoints"),
+                description="HTTPS from inside the VPC to its interface endpoints",
+                vpc_id=vpc.id,
+                tags={"Name": naming.name("endpoints")},
+            )
+            VpcSecurityGroupIngressRule(
+                self,
+                "endpoint-https-ingress",
+                security_group_id=endpoint_sg.id,
+                description="HTTPS from the VPC",
+                ip_protocol="tcp",
+                from_port=443,
+                to_port=443,
+                cidr_ipv4=props.cidr,
+            )
+            for service in props.interface_endpoints:
+                VpcEndpoint(
+                    self,
+                    f"{service.replace('.', '-')}-endpoint",
+                    vpc_id=vpc.id,
+                    service_name=f"com.amazonaws.{region}.{service}",
+                    vpc_endpoint_type="Interface",
+                    private_dns_enabled=True,
+                    subnet_ids=self.private_subnet_ids,
+                    security_group_ids=[endpoint_sg.id],
+                    tags={"Name": naming.name(service.replace(".", "-"))},
+                )
+            self.endpoint_security_group_id = endpoint_sg.id
+
+        self._flow_logs(props, vpc)
+
+    def _flow_logs(self, props: NetworkProps, vpc: Vpc) -> None:
+        naming = props.naming
+        account = DataAwsCallerIdentity(self, "account").account_id
+        log_group = CloudwatchLogGroup(
+            self,
+            "flow-log-group",
+            name=f"/{naming.project}/{naming.suffix}/vpc-flow-logs",
+            retention_in_days=props.flow_log_retention_days,
+            kms_key_id=props.flow_log_key.key_arn,
+        )
+        trust = DataAwsIamPolicyDocument(
+            self,
+            "flow-log-trust",
+            statement=[
+                DataAwsIamPolicyDocumentStatement(
+                    actions=["sts:AssumeRole"],
+                    principals=[
+                        DataAwsIamPolicyDocumentStatementPrincipals(
+                            type="Service", identifiers=["vpc-flow-logs.amazonaws.com"]
+                        )
+                    ],
+                    # Guards against the confused deputy: only this account's flow logs assume the role.
+                    condition=[
+                        DataAwsIamPolicyDocumentStatementCondition(
+                            test="StringEquals", variable="aws:SourceAccount", values=[account]
+                        )
+                    ],
+                )
+            ],
+        )
+        writes = DataAwsIamPolicyDocument(
+            self,
+            "flow-log-writes",
+            statement=[
+                DataAwsIamPolicyDocumentStatement(
+                    actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    resources=[log_group.arn, f"{log_group.arn}:log-stream:*"],
+                )
+            ],
+        )
+        role = IamRole(self, "flow-log-role", name=naming.name("flow-logs"), assume_role_policy=trust.json)
+        IamRolePolicy(self, "flow-log-role-policy", role=role.id, name="write-flow-logs", policy=writes.json)
+        FlowLog(
+            self,
+            "flow-log",
+            vpc_id=vpc.id,
+            traffic_type="ALL",
+            log_destination_type="cloud-watch-logs",
+            log_destination=log_group.arn,
+            iam_role_arn=role.arn,
+            max_aggregation_interval=60,
+            tags={"Name": naming.name("flow-logs")},
+        )

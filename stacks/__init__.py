@@ -1,0 +1,1 @@
+"""The platform stack and its per-environment configuration."""

@@ -1,0 +1,191 @@
+"""Every per-environment value of the platform, in one place.
+
+The stack reads nothing from the process environment itself: `load_environments` is the only reader,
+and it validates everything before anything is synthesized.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from iot_constructs.naming import Naming
+
+if TYPE_CHECKING:  # the construct module loads the provider bindings: too slow for validating input
+    from iot_constructs.network import NatMode
+
+PROJECT = "iot-platform"
+OWNER = "platform-team"
+DEFAULT_REGION = "us-east-1"
+
+# moto server's default address; `LOCAL_AWS_ENDPOINT` points the local environment elsewhere.
+DEFAULT_LOCAL_ENDPOINT = "http://127.0.0.1:5000"
+
+SUFFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+SUFFIX_RULE = (
+    "lowercase letters, digits and single hyphens, starting with a letter and not ending with a hyphen"
+)
+
+# AWS name limits for names of the form <project>-<component>-<suffix>, each with the longest
+# component the platform uses for that kind of resource. They decide the longest allowed suffix.
+NAME_LIMITS: tuple[tuple[str, str, int], ...] = (
+    ("ElastiCache replication group id", "redis", 40),
+    ("load balancer / target group name", "worker", 32),
+    ("IAM role / Lambda function name", "redis-rotation", 64),
+    ("RDS identifier", "postgres", 63),
+    ("S3 bucket name", "artifacts", 63),
+)
+MAX_SUFFIX_LENGTH = min(limit - len(f"{PROJECT}-{component}-") for _, component, limit in NAME_LIMITS)
+
+
+class ConfigError(ValueError):
+    """An environment name, suffix or setting that cannot be synthesized."""
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    cidr: str
+    az_count: int
+    nat_mode: NatMode
+    interface_endpoints: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StateBackend:
+    """Where Terraform keeps this environment's state: s3://<bucket>/<key_prefix>/<env>/terraform.tfstate."""
+
+    bucket: str
+    region: str
+    key_prefix: str = PROJECT
+    kms_key_id: str | None = None  # SSE-S3 with `encrypt` when unset; a CMK ARN or alias otherwise
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    name: str
+    region: str
+    network: NetworkConfig
+    log_retention_days: int
+    kms_deletion_window_days: int
+    # Destroyable environments carry no deletion protection and skip final snapshots.
+    destroyable: bool
+    backend: StateBackend
+    # Set for the local environment only: the AWS emulator every provider call and the state go to.
+    emulator_endpoint: str | None = None
+
+    @property
+    def stack_name(self) -> str:
+        return f"{PROJECT}-{self.name}"
+
+    @property
+    def availability_zones(self) -> tuple[str, ...]:
+        """The region's first `az_count` zones."""
+        return tuple(f"{self.region}{letter}" for letter in "abcdef"[: self.network.az_count])
+
+    @property
+    def naming(self) -> Naming:
+        return Naming(PROJECT, self.name)
+
+
+_DEFAULT_BACKEND = StateBackend(bucket=f"{PROJECT}-terraform-state", region=DEFAULT_REGION)
+
+_PROD_ENDPOINTS = ("kinesis-streams", "secretsmanager", "logs", "sts", "ecr.api", "ecr.dkr", "ssm", "kms")
+
+_DEV = EnvironmentConfig(
+    name="dev",
+    region=DEFAULT_REGION,
+    network=NetworkConfig(cidr="10.10.0.0/16", az_count=2, nat_mode="single", interface_endpoints=()),
+    log_retention_days=30,
+    kms_deletion_window_days=7,
+    destroyable=True,
+    backend=_DEFAULT_BACKEND,
+)
+
+_ENVIRONMENTS: dict[str, EnvironmentConfig] = {
+    "dev": _DEV,
+    "staging": replace(
+        _DEV,
+        name="staging",
+        network=NetworkConfig(
+            cidr="10.20.0.0/16", az_count=2, nat_mode="single", interface_endpoints=_PROD_ENDPOINTS
+        ),
+        log_retention_days=90,
+        destroyable=False,
+        kms_deletion_window_days=30,
+    ),
+    "prod": replace(
+        _DEV,
+        name="prod",
+        network=NetworkConfig(
+            cidr="10.30.0.0/16", az_count=3, nat_mode="per-az", interface_endpoints=_PROD_ENDPOINTS
+        ),
+        log_retention_days=365,
+        destroyable=False,
+        kms_deletion_window_days=30,
+    ),
+    # The local environment runs on the emulator: no NAT (nothing to reach), no interface endpoints.
+    "local": replace(
+        _DEV,
+        name="local",
+        network=NetworkConfig(cidr="10.40.0.0/16", az_count=2, nat_mode="none", interface_endpoints=()),
+        log_retention_days=7,
+        emulator_endpoint=DEFAULT_LOCAL_ENDPOINT,
+    ),
+}
+
+STANDING_ENVIRONMENTS = tuple(_ENVIRONMENTS)
+
+
+def validate_suffix(suffix: str) -> str:
+    """Return `suffix` if it can name a short-lived environment, else raise ConfigError saying why."""
+    if suffix in _ENVIRONMENTS:
+        raise ConfigError(
+            f"ENVIRONMENT_SUFFIX {suffix!r} is the name of a standing environment; "
+            f"a short-lived suffix must differ from {', '.join(_ENVIRONMENTS)}"
+        )
+    if not SUFFIX_PATTERN.fullmatch(suffix):
+        raise ConfigError(f"ENVIRONMENT_SUFFIX {suffix!r} is invalid: use {SUFFIX_RULE} (for example pr-123)")
+    if len(suffix) > MAX_SUFFIX_LENGTH:
+        kind, component, limit = min(NAME_LIMITS, key=lambda n: n[2] - len(n[1]))
+        raise ConfigError(
+            f"ENVIRONMENT_SUFFIX {suffix!r} is {len(suffix)} characters; at most {MAX_SUFFIX_LENGTH} fit, "
+            f"because the {kind} {PROJECT}-{component}-<suffix> must stay within {limit} characters"
+        )
+    return suffix
+
+
+def environment(name: str, environ: Mapping[str, str]) -> EnvironmentConfig:
+    """The configuration of a standing environment (dev, staging, prod, local)."""
+    if name not in _ENVIRONMENTS:
+        raise ConfigError(
+            f"unknown environment {name!r}: choose one of {', '.join(_ENVIRONMENTS)}, "
+            "or set ENVIRONMENT_SUFFIX for a short-lived one"
+        )
+    return _with_overrides(_ENVIRONMENTS[name], environ)
+
+
+def short_lived_environment(suffix: str, environ: Mapping[str, str]) -> EnvironmentConfig:
+    """A destroyable environment named by `suffix` (for example pr-123), sized like dev."""
+    return _with_overrides(replace(_DEV, name=validate_suffix(suffix), log_retention_days=7), environ)
+
+
+def load_environments(environ: Mapping[str, str]) -> list[EnvironmentConfig]:
+    """Every environment main.py synthesizes: the standing ones, plus ENVIRONMENT_SUFFIX's when it is set."""
+    environments = [environment(name, environ) for name in _ENVIRONMENTS]
+    suffix = environ.get("ENVIRONMENT_SUFFIX", "")
+    if suffix:
+        environments.append(short_lived_environment(suffix, environ))
+    return environments
+
+
+def _with_overrides(config: EnvironmentConfig, environ: Mapping[str, str]) -> EnvironmentConfig:
+    """Apply the settings that come from the process environment: state location and emulator address."""
+    backend = replace(
+        config.backend,
+        bucket=environ.get("TF_STATE_BUCKET") or config.backend.bucket,
+        region=environ.get("TF_STATE_REGION") or config.backend.region,
+    )
+    emulator = config.emulator_endpoint and (environ.get("LOCAL_AWS_ENDPOINT") or config.emulator_endpoint)
+    return replace(config, backend=backend, emulator_endpoint=emulator)

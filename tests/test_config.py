@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from main import synth_all
+from stacks.config import (
+    MAX_SUFFIX_LENGTH,
+    NAME_LIMITS,
+    PROJECT,
+    STANDING_ENVIRONMENTS,
+    SUFFIX_RULE,
+    ConfigError,
+    environment,
+    load_environments,
+    short_lived_environment,
+)
+
+
+def test_every_standing_environment_and_the_suffix_one_are_loaded() -> None:
+    names = [config.stack_name for config in load_environments({"ENVIRONMENT_SUFFIX": "pr-123"})]
+    assert names == [f"{PROJECT}-{name}" for name in ("dev", "staging", "prod", "local", "pr-123")]
+    assert [config.name for config in load_environments({})] == list(STANDING_ENVIRONMENTS)
+
+
+def test_the_longest_suffix_keeps_every_limited_name_within_its_limit() -> None:
+    suffix = "p" * MAX_SUFFIX_LENGTH
+    short_lived_environment(suffix, {})
+    for kind, component, limit in NAME_LIMITS:
+        assert len(f"{PROJECT}-{component}-{suffix}") <= limit, kind
+
+
+@pytest.mark.parametrize(
+    ("suffix", "problem"),
+    [
+        ("PR-1", SUFFIX_RULE),
+        ("1pr", SUFFIX_RULE),
+        ("pr_1", SUFFIX_RULE),
+        ("pr-", SUFFIX_RULE),
+        ("pr--1", SUFFIX_RULE),
+        ("pr.1", SUFFIX_RULE),
+        ("p" * (MAX_SUFFIX_LENGTH + 1), f"at most {MAX_SUFFIX_LENGTH} fit"),
+        ("prod", "the name of a standing environment"),
+    ],
+)
+def test_an_invalid_suffix_is_rejected_naming_the_rule_and_the_value(suffix: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_environments({"ENVIRONMENT_SUFFIX": suffix})
+    assert problem in str(raised.value)
+    assert repr(suffix) in str(raised.value)
+
+
+def test_an_unknown_environment_is_rejected_naming_the_choices() -> None:
+    with pytest.raises(
+        ConfigError, match=r"unknown environment 'qa': choose one of dev, staging, prod, local"
+    ):
+        environment("qa", {})
+
+
+def test_a_bad_suffix_fails_before_anything_is_synthesized(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        synth_all(tmp_path / "out", {"ENVIRONMENT_SUFFIX": "Bad_Suffix"})
+    assert not (tmp_path / "out").exists()
+
+
+def test_short_lived_environments_are_destroyable_and_sized_like_dev() -> None:
+    dev, pr = environment("dev", {}), short_lived_environment("pr-7", {})
+    assert pr.destroyable
+    assert pr.network == dev.network
+    assert not environment("prod", {}).destroyable
+    assert not environment("staging", {}).destroyable
+
+
+def test_state_location_comes_from_the_environment_variables_when_set() -> None:
+    config = environment("prod", {"TF_STATE_BUCKET": "acme-state", "TF_STATE_REGION": "eu-west-1"})
+    assert (config.backend.bucket, config.backend.region) == ("acme-state", "eu-west-1")
+
+
+def test_only_the_local_environment_has_an_emulator_and_its_address_can_be_moved() -> None:
+    environ = {"LOCAL_AWS_ENDPOINT": "http://127.0.0.1:4567", "ENVIRONMENT_SUFFIX": "pr-1"}
+    endpoints = {config.name: config.emulator_endpoint for config in load_environments(environ)}
+    assert endpoints == {
+        "dev": None,
+        "staging": None,
+        "prod": None,
+        "local": "http://127.0.0.1:4567",
+        "pr-1": None,
+    }
