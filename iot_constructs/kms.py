@@ -25,6 +25,8 @@ class EncryptionKeyProps:
     """Days between scheduling the key's deletion and its destruction (7 to 30)."""
     cloudwatch_logs: bool = False
     """Let CloudWatch Logs encrypt this account's and region's log groups with the key. Default: it cannot."""
+    cloudwatch_alarms: bool = False
+    """Let this account's CloudWatch alarms publish to topics encrypted with the key. Default: they cannot."""
 
 
 class EncryptionKey(Construct):
@@ -74,6 +76,24 @@ class EncryptionKey(Construct):
                             test="ArnLike",
                             variable="kms:EncryptionContext:aws:logs:arn",
                             values=[f"arn:{partition}:logs:{region}:{account}:log-group:*"],
+                        )
+                    ],
+                )
+            )
+        if props.cloudwatch_alarms:
+            statements.append(
+                DataAwsIamPolicyDocumentStatement(
+                    sid="CloudWatchAlarmsPublish",
+                    actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                    resources=["*"],
+                    principals=[
+                        DataAwsIamPolicyDocumentStatementPrincipals(
+                            type="Service", identifiers=["cloudwatch.amazonaws.com"]
+                        )
+                    ],
+                    condition=[
+                        DataAwsIamPolicyDocumentStatementCondition(
+                            test="StringEquals", variable="aws:SourceAccount", values=[account]
                         )
                     ],
                 )

@@ -3,19 +3,10 @@ from ipaddress import IPv4Network
 from typing import Literal, get_args
 
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
-from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
-    DataAwsIamPolicyDocument,
-    DataAwsIamPolicyDocumentStatement,
-    DataAwsIamPolicyDocumentStatementCondition,
-    DataAwsIamPolicyDocumentStatementPrincipals,
-)
 from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
 from cdktf_cdktf_provider_aws.default_security_group import DefaultSecurityGroup
 from cdktf_cdktf_provider_aws.eip import Eip
 from cdktf_cdktf_provider_aws.flow_log import FlowLog
-from cdktf_cdktf_provider_aws.iam_role import IamRole
-from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from cdktf_cdktf_provider_aws.internet_gateway import InternetGateway
 from cdktf_cdktf_provider_aws.nat_gateway import NatGateway
 from cdktf_cdktf_provider_aws.route import Route
@@ -28,6 +19,7 @@ from cdktf_cdktf_provider_aws.vpc_endpoint import VpcEndpoint
 from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
 from constructs import Construct
 
+from iot_constructs.iam import allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.naming import Naming
 
@@ -90,6 +82,7 @@ class Network(Construct):
         DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc.id)  # adopting it strips its rules
         self.vpc_id: str = vpc.id
         self.vpc_cidr: str = props.cidr
+        self.availability_zones: tuple[str, ...] = props.availability_zones
 
         blocks = list(cidr.subnets(prefixlen_diff=4))
         subnets: dict[str, list[Subnet]] = {
@@ -214,7 +207,6 @@ class Network(Construct):
 
     def _flow_logs(self, props: NetworkProps, vpc: Vpc) -> None:
         naming = props.naming
-        account = DataAwsCallerIdentity(self, "account").account_id
         log_group = CloudwatchLogGroup(
             self,
             "flow-log-group",
@@ -222,38 +214,20 @@ class Network(Construct):
             retention_in_days=props.flow_log_retention_days,
             kms_key_id=props.flow_log_key.key_arn,
         )
-        trust = DataAwsIamPolicyDocument(
+        role = service_role(
+            self, "flow-log-role", name=naming.name("flow-logs"), service="vpc-flow-logs.amazonaws.com"
+        )
+        grant(
             self,
-            "flow-log-trust",
-            statement=[
-                DataAwsIamPolicyDocumentStatement(
-                    actions=["sts:AssumeRole"],
-                    principals=[
-                        DataAwsIamPolicyDocumentStatementPrincipals(
-                            type="Service", identifiers=["vpc-flow-logs.amazonaws.com"]
-                        )
-                    ],
-                    # Guards against the confused deputy: only this account's flow logs assume the role.
-                    condition=[
-                        DataAwsIamPolicyDocumentStatementCondition(
-                            test="StringEquals", variable="aws:SourceAccount", values=[account]
-                        )
-                    ],
+            role,
+            "write-flow-logs",
+            [
+                allow(
+                    ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                    [log_group.arn, f"{log_group.arn}:log-stream:*"],
                 )
             ],
         )
-        writes = DataAwsIamPolicyDocument(
-            self,
-            "flow-log-writes",
-            statement=[
-                DataAwsIamPolicyDocumentStatement(
-                    actions=["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                    resources=[log_group.arn, f"{log_group.arn}:log-stream:*"],
-                )
-            ],
-        )
-        role = IamRole(self, "flow-log-role", name=naming.name("flow-logs"), assume_role_policy=trust.json)
-        IamRolePolicy(self, "flow-log-role-policy", role=role.id, name="write-flow-logs", policy=writes.json)
         FlowLog(
             self,
             "flow-log",

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING
 
 from iot_constructs.naming import Naming
 
-if TYPE_CHECKING:  # the construct module loads the provider bindings: too slow for validating input
+if TYPE_CHECKING:  # the construct modules load the provider bindings: too slow for validating input
+    from iot_constructs.datastores import DatabaseEngine
     from iot_constructs.network import NatMode
+    from iot_constructs.stream import StreamMode
 
 PROJECT = "iot-platform"
 OWNER = "platform-team"
@@ -53,6 +55,73 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    mode: StreamMode
+    shard_count: int | None  # provisioned streams only
+    retention_hours: int
+    shard_level_metrics: bool
+
+
+@dataclass(frozen=True)
+class FunctionSizing:
+    memory_mb: int
+    timeout_seconds: int
+    reserved_concurrency: int
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    """How the processor function reads the stream."""
+
+    batch_size: int
+    batching_window_seconds: int
+    parallelization_factor: int
+    """Concurrent batches per shard (1 to 10); readings of one device stay in order either way."""
+    max_retry_attempts: int
+    max_record_age_seconds: int
+
+
+@dataclass(frozen=True)
+class ReadingsConfig:
+    """What the ingest function accepts and how long the tables keep readings."""
+
+    max_batch_size: int = 500  # one PutRecords call
+    max_body_bytes: int = 262_144
+    max_clock_skew_seconds: int = 300
+    max_reading_age_seconds: int = 86_400
+    put_records_max_attempts: int = 5
+    dynamodb_max_attempts: int = 5
+    reading_ttl_days: int = 30
+    aggregate_ttl_days: int = 365
+    # Written once; operators then change the parameter without a deploy.
+    initial_thresholds: str = '{"temperature": {"max": 80}, "humidity": {"min": 5, "max": 95}}'
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    engine: DatabaseEngine
+    backup_retention_days: int
+    password_rotation_days: int = 30
+    # RDS
+    instance_class: str = "db.t4g.medium"
+    allocated_storage_gb: int = 20
+    multi_az: bool = False
+    # Aurora Serverless v2, in ACUs
+    min_capacity: float = 0.5
+    max_capacity: float = 4
+    reader: bool = False
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    node_type: str
+    shards: int
+    replicas_per_shard: int
+    snapshot_retention_days: int
+    token_rotation_days: int = 30
+
+
+@dataclass(frozen=True)
 class StateBackend:
     """Where Terraform keeps this environment's state: s3://<bucket>/<key_prefix>/<env>/terraform.tfstate."""
 
@@ -67,6 +136,15 @@ class EnvironmentConfig:
     name: str
     region: str
     network: NetworkConfig
+    stream: StreamConfig
+    functions: dict[str, FunctionSizing]
+    """Sizing per function: ingest, processor, query."""
+    processing: ProcessingConfig
+    readings: ReadingsConfig
+    database: DatabaseConfig
+    cache: CacheConfig | None
+    """None where Redis cannot run (the emulator)."""
+    file_system_backups: bool
     log_retention_days: int
     kms_deletion_window_days: int
     # Destroyable environments carry no deletion protection and skip final snapshots.
@@ -85,6 +163,10 @@ class EnvironmentConfig:
         return tuple(f"{self.region}{letter}" for letter in "abcdef"[: self.network.az_count])
 
     @property
+    def powertools_layer_arn(self) -> str:
+        return POWERTOOLS_LAYER_ARN.format(region=self.region)
+
+    @property
     def naming(self) -> Naming:
         return Naming(PROJECT, self.name)
 
@@ -93,10 +175,35 @@ _DEFAULT_BACKEND = StateBackend(bucket=f"{PROJECT}-terraform-state", region=DEFA
 
 _PROD_ENDPOINTS = ("kinesis-streams", "secretsmanager", "logs", "sts", "ecr.api", "ecr.dkr", "ssm", "kms")
 
+# Powertools for AWS Lambda (Python), the AWS-managed layer; the Pipfile pins the same library for tests.
+POWERTOOLS_LAYER_ARN = (
+    "arn:aws:lambda:{region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python311-x86_64:27"
+)
+
 _DEV = EnvironmentConfig(
     name="dev",
     region=DEFAULT_REGION,
     network=NetworkConfig(cidr="10.10.0.0/16", az_count=2, nat_mode="single", interface_endpoints=()),
+    stream=StreamConfig(mode="on-demand", shard_count=None, retention_hours=24, shard_level_metrics=False),
+    functions={
+        "ingest": FunctionSizing(memory_mb=256, timeout_seconds=10, reserved_concurrency=10),
+        "processor": FunctionSizing(memory_mb=512, timeout_seconds=60, reserved_concurrency=5),
+        "query": FunctionSizing(memory_mb=256, timeout_seconds=10, reserved_concurrency=5),
+    },
+    processing=ProcessingConfig(
+        batch_size=100,
+        batching_window_seconds=1,
+        parallelization_factor=1,
+        max_retry_attempts=3,
+        max_record_age_seconds=3600,
+    ),
+    readings=ReadingsConfig(),
+    # Scales to zero when idle: dev pays for storage only.
+    database=DatabaseConfig(
+        engine="aurora-serverless", backup_retention_days=1, min_capacity=0, max_capacity=2
+    ),
+    cache=CacheConfig(node_type="cache.t4g.micro", shards=1, replicas_per_shard=0, snapshot_retention_days=1),
+    file_system_backups=True,
     log_retention_days=30,
     kms_deletion_window_days=7,
     destroyable=True,
@@ -111,6 +218,19 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         network=NetworkConfig(
             cidr="10.20.0.0/16", az_count=2, nat_mode="single", interface_endpoints=_PROD_ENDPOINTS
         ),
+        stream=StreamConfig(mode="provisioned", shard_count=2, retention_hours=48, shard_level_metrics=False),
+        functions={
+            "ingest": FunctionSizing(memory_mb=512, timeout_seconds=10, reserved_concurrency=20),
+            "processor": FunctionSizing(memory_mb=1024, timeout_seconds=60, reserved_concurrency=4),
+            "query": FunctionSizing(memory_mb=512, timeout_seconds=10, reserved_concurrency=10),
+        },
+        processing=replace(_DEV.processing, parallelization_factor=2),
+        database=DatabaseConfig(
+            engine="aurora-serverless", backup_retention_days=7, min_capacity=0.5, max_capacity=4, reader=True
+        ),
+        cache=CacheConfig(
+            node_type="cache.t4g.small", shards=2, replicas_per_shard=1, snapshot_retention_days=3
+        ),
         log_retention_days=90,
         destroyable=False,
         kms_deletion_window_days=30,
@@ -120,6 +240,32 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         name="prod",
         network=NetworkConfig(
             cidr="10.30.0.0/16", az_count=3, nat_mode="per-az", interface_endpoints=_PROD_ENDPOINTS
+        ),
+        stream=StreamConfig(
+            mode="provisioned", shard_count=10, retention_hours=168, shard_level_metrics=True
+        ),
+        functions={
+            "ingest": FunctionSizing(memory_mb=1024, timeout_seconds=10, reserved_concurrency=200),
+            "processor": FunctionSizing(memory_mb=1024, timeout_seconds=60, reserved_concurrency=50),
+            "query": FunctionSizing(memory_mb=1024, timeout_seconds=10, reserved_concurrency=50),
+        },
+        processing=ProcessingConfig(
+            batch_size=500,
+            batching_window_seconds=1,
+            parallelization_factor=5,
+            max_retry_attempts=5,
+            max_record_age_seconds=6 * 3600,
+        ),
+        readings=replace(_DEV.readings, reading_ttl_days=90),
+        database=DatabaseConfig(
+            engine="rds",
+            backup_retention_days=30,
+            instance_class="db.r6g.large",
+            allocated_storage_gb=200,
+            multi_az=True,
+        ),
+        cache=CacheConfig(
+            node_type="cache.r7g.large", shards=3, replicas_per_shard=1, snapshot_retention_days=7
         ),
         log_retention_days=365,
         destroyable=False,
@@ -131,6 +277,10 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         name="local",
         network=NetworkConfig(cidr="10.40.0.0/16", az_count=2, nat_mode="none", interface_endpoints=()),
         log_retention_days=7,
+        # What the emulator cannot run (ElastiCache, EFS backup policies) and its one DB instance per server.
+        database=DatabaseConfig(engine="rds", backup_retention_days=1, instance_class="db.t4g.micro"),
+        cache=None,
+        file_system_backups=False,
         emulator_endpoint=DEFAULT_LOCAL_ENDPOINT,
     ),
 }

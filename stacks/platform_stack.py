@@ -1,11 +1,16 @@
 from typing import Any
 
-from cdktf import S3Backend, TerraformOutput, TerraformStack
+from cdktf import S3Backend, TerraformOutput, TerraformResourceLifecycle, TerraformStack
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags, AwsProviderEndpoints
+from cdktf_cdktf_provider_aws.ssm_parameter import SsmParameter
 from constructs import Construct
 
+from iot_constructs.compute import Function, FunctionProps, StreamEventSource, StreamEventSourceProps
+from iot_constructs.datastores import Database, DatabaseProps, FileSystem, FileSystemProps, Table, TableProps
+from iot_constructs.iam import allow, grant
 from iot_constructs.kms import EncryptionKey, EncryptionKeyProps
 from iot_constructs.network import Network, NetworkProps
+from iot_constructs.stream import Stream, StreamProps
 from stacks.config import OWNER, PROJECT, EnvironmentConfig
 
 # Every AWS service the platform calls; in the local environment each one goes to the emulator.
@@ -46,16 +51,23 @@ class PlatformStack(TerraformStack):
         self._terraform_settings(config)
         naming = config.naming
 
-        logs_key = EncryptionKey(
-            self,
-            "logs-key",
-            EncryptionKeyProps(
-                alias=naming.name("logs"),
-                description=f"Encrypts the log groups of {config.stack_name}",
-                deletion_window_days=config.kms_deletion_window_days,
-                cloudwatch_logs=True,
-            ),
-        )
+        def key(id: str, purpose: str, **service_access: bool) -> EncryptionKey:
+            return EncryptionKey(
+                self,
+                f"{id}-key",
+                EncryptionKeyProps(
+                    alias=naming.name(id),
+                    description=f"Encrypts {purpose} of {config.stack_name}",
+                    deletion_window_days=config.kms_deletion_window_days,
+                    **service_access,
+                ),
+            )
+
+        logs_key = key("logs", "the log groups", cloudwatch_logs=True)
+        stream_key = key("stream", "the reading stream and its dead-letter queue")
+        alerts_key = key("alerts", "the alert topic", cloudwatch_alarms=True)
+        data_key = key("data", "the tables, the functions' settings and their dead-letter queues")
+
         network = Network(
             self,
             "network",
@@ -69,20 +81,180 @@ class PlatformStack(TerraformStack):
                 flow_log_retention_days=config.log_retention_days,
             ),
         )
+        stream = Stream(
+            self,
+            "stream",
+            StreamProps(
+                naming=naming,
+                mode=config.stream.mode,
+                shard_count=config.stream.shard_count,
+                retention_hours=config.stream.retention_hours,
+                shard_level_metrics=config.stream.shard_level_metrics,
+                stream_key=stream_key,
+                alerts_key=alerts_key,
+            ),
+        )
 
-        TerraformOutput(self, "vpc_id", value=network.vpc_id, description="The platform's VPC")
-        TerraformOutput(
+        def table(id: str, sort_key: str) -> Table:
+            return Table(
+                self,
+                f"{id}-table",
+                TableProps(
+                    name=naming.name(id),
+                    partition_key="device_id",
+                    sort_key=sort_key,
+                    ttl_attribute="expires_at",
+                    key=data_key,
+                    deletion_protection=not config.destroyable,
+                ),
+            )
+
+        raw_readings = table("readings", sort_key="timestamp")
+        aggregates = table("aggregates", sort_key="minute")
+        thresholds = SsmParameter(
             self,
-            "private_subnet_ids",
-            value=network.private_subnet_ids,
-            description="Subnets with NAT egress, for compute",
+            "thresholds",
+            name=f"/{PROJECT}/{config.name}/thresholds",
+            description="Alert thresholds per metric (JSON); change it here, no deploy needed",
+            type="String",
+            value=config.readings.initial_thresholds,
+            lifecycle=TerraformResourceLifecycle(ignore_changes=["value"]),
         )
-        TerraformOutput(
+
+        def function(component: str, environment: dict[str, str]) -> Function:
+            sizing = config.functions[component]
+            return Function(
+                self,
+                component,
+                FunctionProps(
+                    naming=naming,
+                    component=component,
+                    environment={
+                        "POWERTOOLS_SERVICE_NAME": component,
+                        "POWERTOOLS_METRICS_NAMESPACE": PROJECT,
+                        "POWERTOOLS_LOG_LEVEL": "INFO",
+                        **environment,
+                    },
+                    memory_mb=sizing.memory_mb,
+                    timeout_seconds=sizing.timeout_seconds,
+                    reserved_concurrency=sizing.reserved_concurrency,
+                    log_retention_days=config.log_retention_days,
+                    logs_key=logs_key,
+                    key=data_key,
+                    network=network,
+                    layers=(config.powertools_layer_arn,),
+                ),
+            )
+
+        readings = config.readings
+        ingest = function(
+            "ingest",
+            {
+                "STREAM_NAME": stream.stream_name,
+                "MAX_BATCH_SIZE": str(readings.max_batch_size),
+                "MAX_BODY_BYTES": str(readings.max_body_bytes),
+                "MAX_CLOCK_SKEW_SECONDS": str(readings.max_clock_skew_seconds),
+                "MAX_READING_AGE_SECONDS": str(readings.max_reading_age_seconds),
+                "PUT_RECORDS_MAX_ATTEMPTS": str(readings.put_records_max_attempts),
+            },
+        )
+        stream.grant_write(ingest.role)
+
+        processor = function(
+            "processor",
+            {
+                "RAW_TABLE_NAME": raw_readings.table_name,
+                "AGGREGATES_TABLE_NAME": aggregates.table_name,
+                "ALERT_TOPIC_ARN": stream.alert_topic_arn,
+                "THRESHOLDS_PARAMETER_NAME": thresholds.name,
+                # How long the processor caches the thresholds: operators' changes apply within this.
+                "POWERTOOLS_PARAMETERS_MAX_AGE": "120",
+                "READING_TTL_DAYS": str(readings.reading_ttl_days),
+                "AGGREGATE_TTL_DAYS": str(readings.aggregate_ttl_days),
+                "DYNAMODB_MAX_ATTEMPTS": str(readings.dynamodb_max_attempts),
+            },
+        )
+        raw_readings.grant_read_write_data(processor.role)
+        aggregates.grant_read_write_data(processor.role)
+        stream.grant_publish_alerts(processor.role)
+        grant(self, processor.role, "read-thresholds", [allow(["ssm:GetParameter"], [thresholds.arn])])
+        processing = config.processing
+        StreamEventSource(
             self,
-            "isolated_subnet_ids",
-            value=network.isolated_subnet_ids,
-            description="Subnets without internet routes, for data stores",
+            "processor-events",
+            StreamEventSourceProps(
+                function=processor,
+                stream=stream,
+                batch_size=processing.batch_size,
+                batching_window_seconds=processing.batching_window_seconds,
+                parallelization_factor=processing.parallelization_factor,
+                max_retry_attempts=processing.max_retry_attempts,
+                max_record_age_seconds=processing.max_record_age_seconds,
+            ),
         )
+
+        query = function("query", {"RAW_TABLE_NAME": raw_readings.table_name})
+        raw_readings.grant_read_data(query.role)
+
+        database_config = config.database
+        database = Database(
+            self,
+            "postgres",
+            DatabaseProps(
+                naming=naming,
+                engine=database_config.engine,
+                network=network,
+                key=data_key,
+                logs_key=logs_key,
+                log_retention_days=config.log_retention_days,
+                backup_retention_days=database_config.backup_retention_days,
+                protected=not config.destroyable,
+                password_rotation_days=database_config.password_rotation_days,
+                instance_class=database_config.instance_class,
+                allocated_storage_gb=database_config.allocated_storage_gb,
+                multi_az=database_config.multi_az,
+                min_capacity=database_config.min_capacity,
+                max_capacity=database_config.max_capacity,
+                reader=database_config.reader,
+            ),
+        )
+        file_system = FileSystem(
+            self,
+            "artefacts",
+            FileSystemProps(
+                naming=naming, network=network, key=data_key, automatic_backups=config.file_system_backups
+            ),
+        )
+
+        outputs = {
+            "vpc_id": (network.vpc_id, "The platform's VPC"),
+            "private_subnet_ids": (network.private_subnet_ids, "Subnets with NAT egress, for compute"),
+            "isolated_subnet_ids": (
+                network.isolated_subnet_ids,
+                "Subnets without internet routes, for data stores",
+            ),
+            "stream_name": (stream.stream_name, "The Kinesis stream every reading goes through"),
+            "raw_table_name": (raw_readings.table_name, "Raw readings by device_id and timestamp"),
+            "aggregates_table_name": (aggregates.table_name, "Per-minute aggregates by device_id and minute"),
+            "alert_topic_arn": (stream.alert_topic_arn, "SNS topic for threshold breaches and alarms"),
+            "thresholds_parameter_name": (thresholds.name, "SSM parameter with the alert thresholds"),
+            "processing_dlq_url": (
+                stream.processing_dead_letters.queue_url,
+                "Records the processor gave up on",
+            ),
+            "ingest_function_name": (ingest.function_name, "Handles POST /v1/readings"),
+            "processor_function_name": (processor.function_name, "Consumes the stream"),
+            "query_function_name": (query.function_name, "Handles GET /v1/devices/{device_id}/readings"),
+            "database_endpoint": (database.endpoint, "PostgreSQL writer endpoint (TLS, port 5432)"),
+            "database_secret_arn": (
+                database.master_secret_arn,
+                "Master credentials, managed and rotated by RDS",
+            ),
+            "file_system_id": (file_system.file_system_id, "EFS file system for shared artefacts"),
+            "file_system_access_point_id": (file_system.access_point_id, "The only way into the file system"),
+        }
+        for name, (value, description) in outputs.items():
+            TerraformOutput(self, name, value=value, description=description)
 
     def _terraform_settings(self, config: EnvironmentConfig) -> None:
         """Provider, state backend and Terraform version: the only place the emulator is mentioned."""

@@ -34,6 +34,15 @@ def data(stack: dict[str, Any], type_: str, name_prefix: str) -> Resource:
 
 
 def reference_target(reference: str) -> str:
-    """`${aws_kms_key.logs-key_key_1234.arn}` -> `aws_kms_key.logs-key_key_1234`."""
+    """`${aws_kms_key.logs-key_key_1234.arn}` -> `aws_kms_key.logs-key_key_1234`;
+    `${data.aws_region.region_1234.name}` -> `data.aws_region.region_1234`."""
     assert reference.startswith("${") and reference.endswith("}"), f"not a reference: {reference!r}"
-    return ".".join(reference[2:-1].split(".")[:2])
+    parts = reference[2:-1].split(".")
+    return ".".join(parts[:3] if parts[0] == "data" else parts[:2])
+
+
+def policy_statements(stack: dict[str, Any], reference: str) -> list[dict[str, Any]]:
+    """The statements of the policy document that `${data.aws_iam_policy_document.<name>.json}` names."""
+    _, type_, name = reference_target(reference).split(".")
+    statements: list[dict[str, Any]] = stack["data"][type_][name]["statement"]
+    return statements

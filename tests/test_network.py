@@ -85,13 +85,14 @@ def test_s3_and_dynamodb_are_reached_through_gateway_endpoints_from_private_and_
 def test_interface_endpoints_sit_in_private_subnets_behind_https_from_the_vpc_only(
     stack: dict[str, Any], stack_name: str
 ) -> None:
-    _, _, required = EXPECTED[stack_name.removeprefix(f"{PROJECT}-")]
+    env = stack_name.removeprefix(f"{PROJECT}-")
+    _, _, required = EXPECTED[env]
     interfaces = resources(stack, "aws_vpc_endpoint", vpc_endpoint_type="Interface")
     services = {e["service_name"].split("}.", 1)[1] for e in interfaces.values()}
     assert services >= required
     if not required:
         assert not interfaces
-        assert not resources(stack, "aws_security_group")
+        assert not resources(stack, "aws_security_group", name=f"{PROJECT}-endpoints-{env}")
         return
     (rule,) = resources(stack, "aws_vpc_security_group_ingress_rule").values()
     assert (rule["ip_protocol"], rule["from_port"], rule["to_port"]) == ("tcp", 443, 443)
@@ -115,8 +116,7 @@ def test_every_flow_is_logged_to_an_encrypted_log_group_kept_as_configured(synth
     log_group_name = reference_target(flow_log["log_destination"]).split(".")[1]
     log_group = stack["resource"]["aws_cloudwatch_log_group"][log_group_name]
     assert log_group["retention_in_days"] == environment(name, {}).log_retention_days
-    assert reference_target(log_group["kms_key_id"]).startswith("aws_kms_key.")
-    key = one(stack, "aws_kms_key")
+    key = stack["resource"]["aws_kms_key"][reference_target(log_group["kms_key_id"]).split(".")[1]]
     assert key["enable_key_rotation"] is True
     assert key["deletion_window_in_days"] == environment(name, {}).kms_deletion_window_days
 
@@ -124,10 +124,10 @@ def test_every_flow_is_logged_to_an_encrypted_log_group_kept_as_configured(synth
 def test_the_flow_log_role_is_assumable_by_this_accounts_flow_logs_and_writes_only_its_log_group(
     stack: dict[str, Any],
 ) -> None:
-    trust = data(stack, "aws_iam_policy_document", "network_flow-log-trust")["statement"][0]
+    trust = data(stack, "aws_iam_policy_document", "network_flow-log-role-trust")["statement"][0]
     assert trust["principals"] == [{"identifiers": ["vpc-flow-logs.amazonaws.com"], "type": "Service"}]
     assert trust["condition"][0]["variable"] == "aws:SourceAccount"
-    writes = data(stack, "aws_iam_policy_document", "network_flow-log-writes")["statement"]
+    writes = data(stack, "aws_iam_policy_document", "network_write-flow-logs-")["statement"]
     assert len(writes) == 1
     assert not any(action == "*" or action.endswith(":*") for action in writes[0]["actions"])
     assert all(resource.startswith("${aws_cloudwatch_log_group.") for resource in writes[0]["resources"])

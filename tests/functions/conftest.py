@@ -1,0 +1,215 @@
+"""Moto-backed AWS resources and freshly loaded Lambda handlers for the function tests."""
+
+import importlib.util
+import itertools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.functions.events import kinesis_event
+
+FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
+REGION = "eu-west-1"
+THRESHOLDS = {"temperature": {"max": 80}, "humidity": {"min": 10, "max": 90}}
+_module_numbers = itertools.count()
+
+
+@dataclass(frozen=True)
+class Aws:
+    kinesis: Any
+    dynamodb: Any
+    sns: Any
+    sqs: Any
+    ssm: Any
+    stream_name: str
+    stream_arn: str
+    raw_table: str
+    aggregates_table: str
+    topic_arn: str
+    alerts_queue_url: str
+    thresholds_parameter: str
+
+    def stream_event(self) -> dict[str, Any]:
+        """Every record on the (single-shard) stream, as the event source mapping would deliver them."""
+        shard_id = self.kinesis.list_shards(StreamName=self.stream_name)["Shards"][0]["ShardId"]
+        iterator = self.kinesis.get_shard_iterator(
+            StreamName=self.stream_name, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+        records: list[dict[str, Any]] = []
+        while True:
+            response = self.kinesis.get_records(ShardIterator=iterator)
+            if not response["Records"]:
+                return kinesis_event(self.stream_arn, shard_id, records)
+            records += response["Records"]
+            iterator = response["NextShardIterator"]
+
+    def scan(self, table: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.dynamodb.scan(TableName=table, ConsistentRead=True)["Items"]
+        return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
+
+    def alerts(self) -> list[dict[str, Any]]:
+        alerts = []
+        while messages := self.sqs.receive_message(
+            QueueUrl=self.alerts_queue_url, MaxNumberOfMessages=10
+        ).get("Messages"):
+            for message in messages:
+                alerts.append(json.loads(message["Body"]))
+                self.sqs.delete_message(
+                    QueueUrl=self.alerts_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+        return alerts
+
+
+def create_tables(dynamodb: Any, raw_table: str, aggregates_table: str) -> None:
+    """The tables as the infrastructure defines them (key schema only: TTL and keys are moto-agnostic)."""
+    for name, sort_key in ((raw_table, "timestamp"), (aggregates_table, "minute")):
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[
+                {"AttributeName": "device_id", "KeyType": "HASH"},
+                {"AttributeName": sort_key, "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "device_id", "AttributeType": "S"},
+                {"AttributeName": sort_key, "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+    for name, value in {
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "POWERTOOLS_SERVICE_NAME": "iot-functions-test",
+        "POWERTOOLS_METRICS_NAMESPACE": "IotPlatformTest",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }.items():
+        monkeypatch.setenv(name, value)
+    # Keeping boto3's default session across tests keeps the service models it has read: re-reading them
+    # for every client that a test and its freshly loaded handlers create would triple the suite's time.
+    with mock_aws(config={"core": {"reset_boto3_session": False}}):
+        kinesis, dynamodb, sns, sqs, ssm = (
+            boto3.client(service) for service in ("kinesis", "dynamodb", "sns", "sqs", "ssm")
+        )
+        kinesis.create_stream(StreamName="readings", ShardCount=1)
+        create_tables(dynamodb, "raw-readings", "aggregates")
+        topic_arn = sns.create_topic(Name="alerts")["TopicArn"]
+        queue_url = sqs.create_queue(QueueName="alerts")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        sns.subscribe(
+            TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
+        )
+        ssm.put_parameter(Name="/iot/test/thresholds", Type="String", Value=json.dumps(THRESHOLDS))
+        yield Aws(
+            kinesis=kinesis,
+            dynamodb=dynamodb,
+            sns=sns,
+            sqs=sqs,
+            ssm=ssm,
+            stream_name="readings",
+            stream_arn=kinesis.describe_stream_summary(StreamName="readings")["StreamDescriptionSummary"][
+                "StreamARN"
+            ],
+            raw_table="raw-readings",
+            aggregates_table="aggregates",
+            topic_arn=topic_arn,
+            alerts_queue_url=queue_url,
+            thresholds_parameter="/iot/test/thresholds",
+        )
+
+
+def function_environment(aws: Aws) -> dict[str, dict[str, str]]:
+    return {
+        "ingest": {
+            "STREAM_NAME": aws.stream_name,
+            "MAX_BATCH_SIZE": "500",
+            "MAX_BODY_BYTES": str(1024 * 1024),
+            "MAX_READING_AGE_SECONDS": str(7 * 24 * 3600),
+            "MAX_CLOCK_SKEW_SECONDS": "300",
+            "PUT_RECORDS_MAX_ATTEMPTS": "3",
+        },
+        "processor": {
+            "RAW_TABLE_NAME": aws.raw_table,
+            "AGGREGATES_TABLE_NAME": aws.aggregates_table,
+            "ALERT_TOPIC_ARN": aws.topic_arn,
+            "THRESHOLDS_PARAMETER_NAME": aws.thresholds_parameter,
+            "READING_TTL_DAYS": "30",
+            "AGGREGATE_TTL_DAYS": "400",
+            "DYNAMODB_MAX_ATTEMPTS": "3",
+        },
+        "query": {"RAW_TABLE_NAME": aws.raw_table},
+    }
+
+
+LoadFunction = Callable[..., ModuleType]
+
+
+@pytest.fixture
+def load_function(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> LoadFunction:
+    """Loads functions/<name>/handler.py as a new module, with the test's environment and overrides.
+
+    Handlers parse their environment and create clients at import, so each load is fresh and unshared.
+    """
+
+    def load(name: str, **overrides: str) -> ModuleType:
+        for variable, value in (function_environment(aws)[name] | overrides).items():
+            monkeypatch.setenv(variable, value)
+        module_name = f"{name}_handler_{next(_module_numbers)}"
+        spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "handler.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, module_name, module)  # dataclasses look their module up
+        # No __pycache__ in functions/: each directory is zipped, and hashed, as it is.
+        monkeypatch.setattr(sys, "dont_write_bytecode", True)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
+def ingest(load_function: LoadFunction) -> ModuleType:
+    return load_function("ingest")
+
+
+@pytest.fixture
+def processor(load_function: LoadFunction) -> ModuleType:
+    return load_function("processor")
+
+
+@pytest.fixture
+def query(load_function: LoadFunction) -> ModuleType:
+    return load_function("query")
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    function_name: str = "iot-function-test"
+    function_version: str = "$LATEST"
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:iot-function-test"
+    memory_limit_in_mb: int = 256
+    aws_request_id: str = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+    log_group_name: str = "/aws/lambda/iot-function-test"
+    log_stream_name: str = "2026/11/23/[$LATEST]abcdef"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+@pytest.fixture
+def context() -> LambdaContext:
+    return LambdaContext()
