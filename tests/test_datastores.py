@@ -1,0 +1,193 @@
+"""PostgreSQL, Redis and EFS as synthesized, and no secret anywhere in the synthesized JSON."""
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from stacks.config import PROJECT, environment
+from tests.conftest import Synth
+from tests.synth_json import one, policy_statements, reference_target, resources
+
+SECRET_ARGUMENTS = re.compile(r"password|secret|token|private_key", re.IGNORECASE)
+SECRET_VALUES = [
+    re.compile(r"AKIA[0-9A-Z]{16}"),  # an AWS access key id
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+]
+# Arguments whose names sound secret but that hold none.
+NOT_SECRETS = {
+    "creation_token",  # EFS's idempotency token
+    "manage_master_user_password",
+    "master_user_secret_kms_key_id",
+    "secret_id",
+    "exclude_punctuation",
+    "auth_token_update_strategy",
+}
+# moto's fixed test credentials, in the local stack's provider and backend only.
+EMULATOR_CREDENTIALS = {"access_key": "testing", "secret_key": "testing"}
+
+
+def strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every (path, string) in a JSON document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from strings(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from strings(item, f"{path}[{index}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def test_no_secret_value_is_written_into_the_synthesized_stack(
+    stack: dict[str, Any], stack_name: str
+) -> None:
+    literal_secrets = []
+    for path, value in strings({k: v for k, v in stack.items() if k != "//"}):
+        argument = path.rsplit(".", 1)[-1].split("[")[0]
+        if any(pattern.search(value) for pattern in SECRET_VALUES):
+            literal_secrets.append(path)
+        elif SECRET_ARGUMENTS.search(argument) and argument not in NOT_SECRETS:
+            if "${" in value or ".endpoints" in path:
+                continue  # a reference resolved at apply time, or a service's address
+            if stack_name == f"{PROJECT}-local" and EMULATOR_CREDENTIALS.get(argument) == value:
+                continue
+            literal_secrets.append(f"{path} = {value!r}")
+    assert literal_secrets == []
+
+
+def test_no_database_password_argument_is_set_anywhere(stack: dict[str, Any]) -> None:
+    for type_ in ("aws_db_instance", "aws_rds_cluster"):
+        for body in resources(stack, type_).values():
+            assert not {"password", "master_password", "password_wo", "master_password_wo"} & set(body)
+            assert body["manage_master_user_password"] is True
+
+
+@pytest.mark.parametrize(
+    ("name", "engine", "instances"),
+    [("dev", "aurora", 1), ("staging", "aurora", 2), ("prod", "rds", 1), ("local", "rds", 1)],
+)
+def test_each_environment_gets_its_configured_database_engine(
+    synth: Synth, name: str, engine: str, instances: int
+) -> None:
+    stack = synth.stacks[f"{PROJECT}-{name}"]
+    config = environment(name, {}).database
+    if engine == "aurora":
+        assert not resources(stack, "aws_db_instance")
+        cluster = one(stack, "aws_rds_cluster")
+        assert cluster["engine"] == "aurora-postgresql"
+        assert cluster["serverlessv2_scaling_configuration"] == {
+            "min_capacity": config.min_capacity,
+            "max_capacity": config.max_capacity,
+        }
+        members = resources(stack, "aws_rds_cluster_instance")
+        assert len(members) == instances
+        assert len({m["availability_zone"] for m in members.values()}) == instances, (
+            "writer and reader share an AZ"
+        )
+        assert all(m["instance_class"] == "db.serverless" for m in members.values())
+    else:
+        assert not resources(stack, "aws_rds_cluster")
+        instance = one(stack, "aws_db_instance")
+        assert instance["engine"] == "postgres"
+        assert instance["multi_az"] is config.multi_az
+        assert instance["instance_class"] == config.instance_class
+    if name == "prod":
+        assert one(stack, "aws_db_instance")["multi_az"] is True
+    if name == "dev":
+        assert config.min_capacity == 0, "dev scales to zero when idle"
+
+
+def database(stack: dict[str, Any]) -> dict[str, Any]:
+    (body,) = [*resources(stack, "aws_db_instance").values(), *resources(stack, "aws_rds_cluster").values()]
+    return body
+
+
+def test_postgres_is_isolated_encrypted_tls_only_iam_authenticated_and_monitored(
+    stack: dict[str, Any], stack_name: str
+) -> None:
+    body = database(stack)
+    env = stack_name.removeprefix(f"{PROJECT}-")
+    assert body["engine_version"] != "15.3"
+    assert body["storage_encrypted"] is True
+    assert reference_target(body["kms_key_id"]) == reference_target(body["master_user_secret_kms_key_id"])
+    assert body["iam_database_authentication_enabled"] is True
+    assert body["enabled_cloudwatch_logs_exports"] == ["postgresql", "upgrade"]
+
+    subnet_group = one(stack, "aws_db_subnet_group")
+    isolated = {
+        f"aws_subnet.{name}"
+        for name, s in resources(stack, "aws_subnet").items()
+        if s["tags"]["tier"] == "isolated"
+    }
+    assert {reference_target(s) for s in subnet_group["subnet_ids"]} == isolated
+
+    parameter_groups = [
+        *resources(stack, "aws_db_parameter_group").values(),
+        *resources(stack, "aws_rds_cluster_parameter_group").values(),
+    ]
+    (parameters,) = [{p["name"]: p["value"] for p in group["parameter"]} for group in parameter_groups]
+    assert parameters["rds.force_ssl"] == "1"
+    assert {"log_connections", "log_min_duration_statement", "log_statement"} <= set(parameters)
+
+    monitored = [
+        *resources(stack, "aws_db_instance").values(),
+        *resources(stack, "aws_rds_cluster_instance").values(),
+    ]
+    for instance in monitored:
+        assert instance["performance_insights_enabled"] is True
+        assert reference_target(instance["performance_insights_kms_key_id"]) == reference_target(
+            body["kms_key_id"]
+        )
+        assert instance["monitoring_interval"] == 60
+
+    security_group = one(stack, "aws_security_group", name=f"{PROJECT}-postgres-{env}")
+    assert "ingress" not in security_group and "egress" not in security_group
+    sg_name = next(n for n, s in resources(stack, "aws_security_group").items() if s is security_group)
+    for rule in resources(stack, "aws_vpc_security_group_ingress_rule").values():
+        if reference_target(rule["security_group_id"]) == f"aws_security_group.{sg_name}":
+            assert "cidr_ipv4" not in rule, "PostgreSQL admits security groups, never address ranges"
+            assert (rule["from_port"], rule["to_port"]) == (5432, 5432)
+
+
+def test_protection_and_backups_follow_the_environment(stack: dict[str, Any], stack_name: str) -> None:
+    env = stack_name.removeprefix(f"{PROJECT}-")
+    config = environment(env, {}) if env in ("dev", "staging", "prod", "local") else None
+    protected = config is not None and not config.destroyable
+    body = database(stack)
+    assert body["deletion_protection"] is protected
+    assert body["skip_final_snapshot"] is (not protected)
+    assert ("final_snapshot_identifier" in body) is protected
+    if config:
+        assert body["backup_retention_period"] == config.database.backup_retention_days
+
+
+def test_the_master_password_rotates_every_30_days(stack: dict[str, Any]) -> None:
+    rotations = [
+        r
+        for r in resources(stack, "aws_secretsmanager_secret_rotation").values()
+        if "master_user_secret" in r["secret_id"]
+    ]
+    assert len(rotations) == 1
+    assert rotations[0]["rotation_rules"] == {"automatically_after_days": 30}
+
+
+def test_the_file_system_is_encrypted_tiered_backed_up_and_tls_only(
+    stack: dict[str, Any], stack_name: str
+) -> None:
+    file_system = one(stack, "aws_efs_file_system")
+    assert file_system["encrypted"] is True
+    assert reference_target(file_system["kms_key_id"]).startswith("aws_kms_key.")
+    assert file_system["lifecycle_policy"] == [{"transition_to_ia": "AFTER_30_DAYS"}]
+    private = [s for s in resources(stack, "aws_subnet").values() if s["tags"]["tier"] == "private"]
+    assert len(resources(stack, "aws_efs_mount_target")) == len(private)
+    access_point = one(stack, "aws_efs_access_point")
+    assert access_point["posix_user"] == {"gid": 1000, "uid": 1000}
+    assert access_point["root_directory"]["path"] == "/iot-platform"
+    backups = resources(stack, "aws_efs_backup_policy")
+    # The emulator cannot hold a backup policy (PutBackupPolicy hangs): the local environment goes without.
+    assert len(backups) == (0 if stack_name == f"{PROJECT}-local" else 1)
+    (deny,) = policy_statements(stack, one(stack, "aws_efs_file_system_policy")["policy"])
+    assert deny["effect"] == "Deny"
+    assert deny["condition"] == [{"test": "Bool", "values": ["false"], "variable": "aws:SecureTransport"}]
