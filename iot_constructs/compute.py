@@ -1,11 +1,43 @@
 """Lambda functions packaged from functions/<name>/, and the stream's event source mapping."""
 
+import hashlib
+import json
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import distribution
 from pathlib import Path
 
-from cdktf import AssetType, TerraformAsset
+from cdktf import AssetType, Fn, TerraformAsset, TerraformResourceLifecycle
+from cdktf_cdktf_provider_aws.appautoscaling_policy import (
+    AppautoscalingPolicy,
+    AppautoscalingPolicyTargetTrackingScalingPolicyConfiguration,
+    AppautoscalingPolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecification,
+    AppautoscalingPolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationDimensions,
+    AppautoscalingPolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecification,
+)
+from cdktf_cdktf_provider_aws.appautoscaling_target import AppautoscalingTarget
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
+from cdktf_cdktf_provider_aws.ecr_lifecycle_policy import EcrLifecyclePolicy
+from cdktf_cdktf_provider_aws.ecr_repository import (
+    EcrRepository,
+    EcrRepositoryEncryptionConfiguration,
+    EcrRepositoryImageScanningConfiguration,
+)
+from cdktf_cdktf_provider_aws.ecs_cluster import EcsCluster, EcsClusterSetting
+from cdktf_cdktf_provider_aws.ecs_service import (
+    EcsService,
+    EcsServiceDeploymentCircuitBreaker,
+    EcsServiceNetworkConfiguration,
+)
+from cdktf_cdktf_provider_aws.ecs_task_definition import (
+    EcsTaskDefinition,
+    EcsTaskDefinitionVolume,
+    EcsTaskDefinitionVolumeEfsVolumeConfiguration,
+    EcsTaskDefinitionVolumeEfsVolumeConfigurationAuthorizationConfig,
+)
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.lambda_event_source_mapping import (
     LambdaEventSourceMapping,
@@ -23,6 +55,7 @@ from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
 from constructs import Construct
 
+from iot_constructs.datastores import FileSystem
 from iot_constructs.iam import allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.naming import Naming
@@ -30,6 +63,7 @@ from iot_constructs.network import Network
 from iot_constructs.stream import DeadLetterQueue, Stream
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
+BUNDLES_DIR = Path(__file__).resolve().parent.parent / ".cache" / "function-bundles"
 RUNTIME = "python3.11"
 # Creating, describing and deleting its network interfaces is how Lambda joins a VPC; EC2 cannot scope these
 # actions to resources that do not exist yet, so AWS requires "*" (as AWSLambdaVPCAccessExecutionRole does).
@@ -49,7 +83,8 @@ TRACING_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
 class FunctionProps:
     naming: Naming
     component: str
-    """The function is `<project>-<component>-<suffix>`; its code is functions/<component>/handler.py."""
+    """The function is `<project>-<component>-<suffix>`; its code is functions/<component>/handler.py, with
+    `_` for `-` in the directory name."""
     environment: Mapping[str, str]
     memory_mb: int
     timeout_seconds: int
@@ -62,6 +97,9 @@ class FunctionProps:
     """The function runs in its private subnets, with HTTPS egress only."""
     layers: tuple[str, ...] = ()
     """Layer ARNs, for example the AWS-managed Powertools layer. Default: none."""
+    bundled_distributions: tuple[str, ...] = ()
+    """Python distributions that neither the runtime nor the layers provide, copied into the package from
+    the synthesizing environment (so at the versions Pipfile.lock pins). Default: none."""
 
 
 class Function(Construct):
@@ -73,11 +111,13 @@ class Function(Construct):
 
     def __init__(self, scope: Construct, id: str, props: FunctionProps) -> None:
         super().__init__(scope, id)
-        source = FUNCTIONS_DIR / props.component
+        source = FUNCTIONS_DIR / props.component.replace("-", "_")
         if not (source / "handler.py").is_file():
             raise ValueError(f"no function code at {source}/handler.py for component {props.component!r}")
         name = props.naming.name(props.component)
-        code = TerraformAsset(self, "code", path=str(source), type=AssetType.ARCHIVE)
+        code = TerraformAsset(
+            self, "code", path=str(_bundle(source, props.bundled_distributions)), type=AssetType.ARCHIVE
+        )
         log_group = CloudwatchLogGroup(
             self,
             "log-group",
@@ -148,6 +188,40 @@ class Function(Construct):
         self.invoke_arn: str = function.invoke_arn
 
 
+def _bundle(source: Path, distributions: tuple[str, ...]) -> Path:
+    """`source`, or a copy of it with `distributions` added, in a directory named after its content (so
+    concurrent synths share it and an unchanged bundle is not rebuilt)."""
+    if not distributions:
+        return source
+    files = {path.relative_to(source): path for path in sorted(source.rglob("*")) if _packaged(path)}
+    for name in distributions:
+        installed = distribution(name)
+        files |= {
+            Path(file): Path(str(installed.locate_file(file)))
+            for file in installed.files or []
+            if _packaged(Path(file)) and not file.parts[0].startswith("..")
+        }
+    digest = hashlib.sha256()
+    for relative, path in sorted(files.items()):
+        digest.update(str(relative).encode() + b"\0" + path.read_bytes())
+    bundle = BUNDLES_DIR / f"{source.name}-{digest.hexdigest()[:16]}"
+    if not bundle.is_dir():
+        BUNDLES_DIR.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=BUNDLES_DIR))
+        for relative, path in files.items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, staging / relative)
+        try:
+            staging.rename(bundle)
+        except OSError:  # another synth built the same bundle first
+            shutil.rmtree(staging)
+    return bundle
+
+
+def _packaged(path: Path) -> bool:
+    return path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+
+
 @dataclass(frozen=True)
 class StreamEventSourceProps:
     function: Function
@@ -192,3 +266,274 @@ class StreamEventSource(Construct):
                 )
             ),
         )
+
+
+WORKER_PORT_RANGE = (0, 65535)
+# Pulling an image starts with ecr:GetAuthorizationToken, which has no resource: AWS requires "*".
+ECR_PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
+KEPT_IMAGES = 20
+WORKER_USER = "1000:1000"  # the image's non-root user (functions/stream_worker/Dockerfile)
+WORKER_ARTEFACTS_DIR = "/mnt/artefacts"
+
+
+@dataclass(frozen=True)
+class WorkerProps:
+    naming: Naming
+    network: Network
+    """Tasks run in its private subnets, without public IPs."""
+    key: EncryptionKey
+    """Encrypts the image repository."""
+    logs_key: EncryptionKey
+    log_retention_days: int
+    image_tag: str
+    """The tag of the image in the worker's repository to run; tags are immutable."""
+    cpu: int
+    memory_mb: int
+    environment: Mapping[str, str]
+    secrets: Mapping[str, str]
+    """Environment variable -> Secrets Manager reference (`<secret arn>:<json key>::`), injected at start."""
+    secret_arns: tuple[str, ...]
+    """The secrets those references read, which the task's execution role may read (with `secret_key`)."""
+    secret_key: EncryptionKey
+    file_system: FileSystem
+    """Mounted at WORKER_ARTEFACTS_DIR through its access point, with TLS and IAM authorization."""
+    min_tasks: int
+    max_tasks: int
+    autoscaling: bool
+    """Scale between min_tasks and max_tasks on CPU and on stream lag; without it, min_tasks run."""
+    stream: Stream
+    cpu_target_percent: int
+    iterator_age_target_ms: int
+    scale_in_cooldown_seconds: int
+    scale_out_cooldown_seconds: int
+
+
+class WorkerService(Construct):
+    """The ECS Fargate stream worker: cluster, image repository, task definition, service, autoscaling.
+
+    The task role starts empty; what the worker may touch comes from grants on the resources it uses.
+    """
+
+    def __init__(self, scope: Construct, id: str, props: WorkerProps) -> None:
+        super().__init__(scope, id)
+        if not 1 <= props.min_tasks <= props.max_tasks:
+            raise ValueError(f"need 1 <= min_tasks <= max_tasks, got {props.min_tasks} and {props.max_tasks}")
+        naming = props.naming
+        name = naming.name("worker")
+
+        cluster = EcsCluster(
+            self, "cluster", name=name, setting=[EcsClusterSetting(name="containerInsights", value="enabled")]
+        )
+        repository = EcrRepository(
+            self,
+            "repository",
+            name=name,
+            image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration=EcrRepositoryImageScanningConfiguration(scan_on_push=True),
+            encryption_configuration=[
+                EcrRepositoryEncryptionConfiguration(encryption_type="KMS", kms_key=props.key.key_arn)
+            ],
+        )
+        EcrLifecyclePolicy(
+            self,
+            "repository-lifecycle",
+            repository=repository.name,
+            policy=json.dumps(
+                {
+                    "rules": [
+                        {
+                            "rulePriority": 1,
+                            "description": f"Keep the last {KEPT_IMAGES} images",
+                            "selection": {
+                                "tagStatus": "any",
+                                "countType": "imageCountMoreThan",
+                                "countNumber": KEPT_IMAGES,
+                            },
+                            "action": {"type": "expire"},
+                        }
+                    ]
+                }
+            ),
+        )
+        log_group = CloudwatchLogGroup(
+            self,
+            "log-group",
+            name=f"/{naming.project}/{naming.suffix}/worker",
+            retention_in_days=props.log_retention_days,
+            kms_key_id=props.logs_key.key_arn,
+        )
+
+        execution_role = service_role(
+            self, "execution-role", name=naming.name("worker-execution"), service="ecs-tasks.amazonaws.com"
+        )
+        grant(
+            self,
+            execution_role,
+            "start-tasks",
+            [
+                allow(["ecr:GetAuthorizationToken"], ["*"]),
+                allow(ECR_PULL_ACTIONS, [repository.arn]),
+                allow(["kms:Decrypt"], [props.key.key_arn, props.secret_key.key_arn]),
+                allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group.arn}:log-stream:*"]),
+                allow(["secretsmanager:GetSecretValue"], list(props.secret_arns)),
+            ],
+        )
+        self.task_role: IamRole = service_role(
+            self, "task-role", name=naming.name("worker-task"), service="ecs-tasks.amazonaws.com"
+        )
+        props.file_system.grant_mount(self.task_role)
+
+        security_group = SecurityGroup(
+            self,
+            "security-group",
+            name=name,
+            description=f"{name}: no inbound; HTTPS to AWS APIs and the data stores inside the VPC",
+            vpc_id=props.network.vpc_id,
+        )
+        for rule, cidr, (from_port, to_port) in (
+            ("https-egress", "0.0.0.0/0", (443, 443)),
+            # The data stores admit the worker by security group; this only lets it ask.
+            ("vpc-egress", props.network.vpc_cidr, WORKER_PORT_RANGE),
+        ):
+            VpcSecurityGroupEgressRule(
+                self,
+                rule,
+                security_group_id=security_group.id,
+                description=rule,
+                ip_protocol="tcp",
+                from_port=from_port,
+                to_port=to_port,
+                cidr_ipv4=cidr,
+            )
+        self.security_group_id: str = security_group.id
+        props.file_system.allow_connections_from("worker", security_group.id)
+
+        region = DataAwsRegion(self, "region").name
+        container = {
+            "name": "worker",
+            "image": f"{repository.repository_url}:{props.image_tag}",
+            "essential": True,
+            "user": WORKER_USER,
+            "readonlyRootFilesystem": True,
+            "privileged": False,
+            "environment": [{"name": k, "value": v} for k, v in sorted(props.environment.items())],
+            "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(props.secrets.items())],
+            "mountPoints": [
+                {"sourceVolume": "artefacts", "containerPath": WORKER_ARTEFACTS_DIR, "readOnly": False},
+                {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False},
+            ],
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": log_group.name,
+                    "awslogs-region": region,
+                    "awslogs-stream-prefix": "worker",
+                },
+            },
+        }
+        task_definition = EcsTaskDefinition(
+            self,
+            "task-definition",
+            family=name,
+            requires_compatibilities=["FARGATE"],
+            network_mode="awsvpc",
+            cpu=str(props.cpu),
+            memory=str(props.memory_mb),
+            execution_role_arn=execution_role.arn,
+            task_role_arn=self.task_role.arn,
+            container_definitions=Fn.jsonencode([container]),
+            volume=[
+                EcsTaskDefinitionVolume(
+                    name="artefacts",
+                    efs_volume_configuration=EcsTaskDefinitionVolumeEfsVolumeConfiguration(
+                        file_system_id=props.file_system.file_system_id,
+                        transit_encryption="ENABLED",
+                        authorization_config=EcsTaskDefinitionVolumeEfsVolumeConfigurationAuthorizationConfig(
+                            access_point_id=props.file_system.access_point_id, iam="ENABLED"
+                        ),
+                    ),
+                ),
+                # The root filesystem is read-only; the task's ephemeral storage backs /tmp.
+                EcsTaskDefinitionVolume(name="tmp"),
+            ],
+        )
+        service = EcsService(
+            self,
+            "service",
+            name=name,
+            cluster=cluster.arn,
+            task_definition=task_definition.arn,
+            desired_count=props.min_tasks,
+            launch_type="FARGATE",
+            network_configuration=EcsServiceNetworkConfiguration(
+                subnets=props.network.private_subnet_ids,
+                security_groups=[security_group.id],
+                assign_public_ip=False,
+            ),
+            deployment_circuit_breaker=EcsServiceDeploymentCircuitBreaker(enable=True, rollback=True),
+            propagate_tags="SERVICE",
+            # Autoscaling owns the task count once the service exists.
+            lifecycle=TerraformResourceLifecycle(ignore_changes=["desired_count"]),
+        )
+        self.cluster_name: str = cluster.name
+        self.service_name: str = service.name
+        self.repository_url: str = repository.repository_url
+        if props.autoscaling:
+            self._autoscaling(props, cluster, service)
+
+    def _autoscaling(self, props: WorkerProps, cluster: EcsCluster, service: EcsService) -> None:
+        target = AppautoscalingTarget(
+            self,
+            "scaling-target",
+            service_namespace="ecs",
+            resource_id=f"service/{cluster.name}/{service.name}",
+            scalable_dimension="ecs:service:DesiredCount",
+            min_capacity=props.min_tasks,
+            max_capacity=props.max_tasks,
+        )
+        targets = {
+            "cpu": (
+                props.cpu_target_percent,
+                {
+                    "predefined_metric_specification": (
+                        AppautoscalingPolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecification(
+                            predefined_metric_type="ECSServiceAverageCPUUtilization"
+                        )
+                    )
+                },
+            ),
+            # Lag: how old the newest record the consumers read is; more tasks read more shards at once.
+            "iterator-age": (
+                props.iterator_age_target_ms,
+                {
+                    "customized_metric_specification": (
+                        AppautoscalingPolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecification(
+                            namespace="AWS/Kinesis",
+                            metric_name="GetRecords.IteratorAgeMilliseconds",
+                            statistic="Maximum",
+                            dimensions=[
+                                AppautoscalingPolicyTargetTrackingScalingPolicyConfigurationCustomizedMetricSpecificationDimensions(
+                                    name="StreamName", value=props.stream.stream_name
+                                )
+                            ],
+                        )
+                    )
+                },
+            ),
+        }
+        for metric, (target_value, specification) in targets.items():
+            AppautoscalingPolicy(
+                self,
+                f"scale-on-{metric}",
+                name=f"{props.naming.name('worker')}-{metric}",
+                policy_type="TargetTrackingScaling",
+                service_namespace=target.service_namespace,
+                resource_id=target.resource_id,
+                scalable_dimension=target.scalable_dimension,
+                target_tracking_scaling_policy_configuration=AppautoscalingPolicyTargetTrackingScalingPolicyConfiguration(
+                    target_value=target_value,
+                    scale_in_cooldown=props.scale_in_cooldown_seconds,
+                    scale_out_cooldown=props.scale_out_cooldown_seconds,
+                    **specification,
+                ),
+            )

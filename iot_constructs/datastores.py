@@ -1,7 +1,9 @@
 """Where the platform keeps data: DynamoDB tables, PostgreSQL, Redis and EFS."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from cdktf import Fn, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
@@ -61,11 +63,13 @@ from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
 from constructs import Construct
 
-from iot_constructs.compute import Function
 from iot_constructs.iam import allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.naming import Naming
 from iot_constructs.network import Network
+
+if TYPE_CHECKING:  # compute mounts the file system defined here
+    from iot_constructs.compute import Function
 
 TABLE_READ_ACTIONS = (
     "dynamodb:BatchGetItem",
@@ -487,14 +491,14 @@ class Cache(Construct):
             replicas_per_node_group=props.replicas_per_shard,
             automatic_failover_enabled=True,  # cluster mode requires it
             multi_az_enabled=props.replicas_per_shard > 0,
-            at_rest_encryption_enabled=True,
+            at_rest_encryption_enabled="true",  # a string in this provider version
             kms_key_id=props.key.key_arn,
             transit_encryption_enabled=True,
             auth_token=first_token.random_password,
             snapshot_retention_limit=props.snapshot_retention_days,
             subnet_group_name=subnet_group.name,
             security_group_ids=[self.security_group.id],
-            auto_minor_version_upgrade=True,
+            auto_minor_version_upgrade="true",
             log_delivery_configuration=[
                 ElasticacheReplicationGroupLogDeliveryConfiguration(
                     destination=group.name,

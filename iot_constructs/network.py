@@ -81,6 +81,7 @@ class Network(Construct):
         )
         DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc.id)  # adopting it strips its rules
         self.vpc_id: str = vpc.id
+        self.vpc_cidr: str = props.cidr
         self.availability_zones: tuple[str, ...] = props.availability_zones
 
         blocks = list(cidr.subnets(prefixlen_diff=4))

@@ -122,6 +122,37 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class WorkerConfig:
+    """The ECS stream worker's size and scaling."""
+
+    image_tag: str
+    cpu: int
+    memory_mb: int
+    min_tasks: int
+    max_tasks: int
+    autoscaling: bool
+    cpu_target_percent: int = 60
+    iterator_age_target_ms: int = 1000
+    scale_in_cooldown_seconds: int = 300
+    scale_out_cooldown_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Throttling of the whole stage and per client (API key), execution logging, and the WAF."""
+
+    throttle_rate: int
+    throttle_burst: int
+    client_rate: int
+    client_burst: int
+    client_quota_per_day: int
+    logging_level: str
+    # API Gateway's CloudWatch role is one per account and region: the one stack per account that owns it.
+    manage_account_logging_role: bool
+    waf_rate_limit: int | None  # requests per 5 minutes from one IP; None: no WAF
+
+
+@dataclass(frozen=True)
 class StateBackend:
     """Where Terraform keeps this environment's state: s3://<bucket>/<key_prefix>/<env>/terraform.tfstate."""
 
@@ -145,6 +176,8 @@ class EnvironmentConfig:
     cache: CacheConfig | None
     """None where Redis cannot run (the emulator)."""
     file_system_backups: bool
+    worker: WorkerConfig
+    api: ApiConfig
     log_retention_days: int
     kms_deletion_window_days: int
     # Destroyable environments carry no deletion protection and skip final snapshots.
@@ -180,6 +213,9 @@ POWERTOOLS_LAYER_ARN = (
     "arn:aws:lambda:{region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python311-x86_64:27"
 )
 
+# Rotation waits up to 10 minutes for ElastiCache to apply a token (ELASTICACHE_WAIT_SECONDS), one at a time.
+_ROTATION = {"redis-rotation": FunctionSizing(memory_mb=256, timeout_seconds=900, reserved_concurrency=1)}
+
 _DEV = EnvironmentConfig(
     name="dev",
     region=DEFAULT_REGION,
@@ -189,6 +225,7 @@ _DEV = EnvironmentConfig(
         "ingest": FunctionSizing(memory_mb=256, timeout_seconds=10, reserved_concurrency=10),
         "processor": FunctionSizing(memory_mb=512, timeout_seconds=60, reserved_concurrency=5),
         "query": FunctionSizing(memory_mb=256, timeout_seconds=10, reserved_concurrency=5),
+        **_ROTATION,
     },
     processing=ProcessingConfig(
         batch_size=100,
@@ -204,6 +241,19 @@ _DEV = EnvironmentConfig(
     ),
     cache=CacheConfig(node_type="cache.t4g.micro", shards=1, replicas_per_shard=0, snapshot_retention_days=1),
     file_system_backups=True,
+    worker=WorkerConfig(
+        image_tag="0.1.0", cpu=256, memory_mb=512, min_tasks=1, max_tasks=2, autoscaling=True
+    ),
+    api=ApiConfig(
+        throttle_rate=100,
+        throttle_burst=200,
+        client_rate=50,
+        client_burst=100,
+        client_quota_per_day=100_000,
+        logging_level="INFO",
+        manage_account_logging_role=True,
+        waf_rate_limit=None,
+    ),
     log_retention_days=30,
     kms_deletion_window_days=7,
     destroyable=True,
@@ -223,6 +273,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             "ingest": FunctionSizing(memory_mb=512, timeout_seconds=10, reserved_concurrency=20),
             "processor": FunctionSizing(memory_mb=1024, timeout_seconds=60, reserved_concurrency=4),
             "query": FunctionSizing(memory_mb=512, timeout_seconds=10, reserved_concurrency=10),
+            **_ROTATION,
         },
         processing=replace(_DEV.processing, parallelization_factor=2),
         database=DatabaseConfig(
@@ -230,6 +281,20 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         ),
         cache=CacheConfig(
             node_type="cache.t4g.small", shards=2, replicas_per_shard=1, snapshot_retention_days=3
+        ),
+        worker=WorkerConfig(
+            image_tag="0.1.0", cpu=512, memory_mb=1024, min_tasks=2, max_tasks=4, autoscaling=True
+        ),
+        # Staging shares dev's account, whose stack owns API Gateway's logging role.
+        api=ApiConfig(
+            throttle_rate=200,
+            throttle_burst=400,
+            client_rate=100,
+            client_burst=200,
+            client_quota_per_day=1_000_000,
+            logging_level="INFO",
+            manage_account_logging_role=False,
+            waf_rate_limit=2_000,
         ),
         log_retention_days=90,
         destroyable=False,
@@ -248,6 +313,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             "ingest": FunctionSizing(memory_mb=1024, timeout_seconds=10, reserved_concurrency=200),
             "processor": FunctionSizing(memory_mb=1024, timeout_seconds=60, reserved_concurrency=50),
             "query": FunctionSizing(memory_mb=1024, timeout_seconds=10, reserved_concurrency=50),
+            **_ROTATION,
         },
         processing=ProcessingConfig(
             batch_size=500,
@@ -267,6 +333,20 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         cache=CacheConfig(
             node_type="cache.r7g.large", shards=3, replicas_per_shard=1, snapshot_retention_days=7
         ),
+        # The seeds ask for lag under 2 s: scale out before the iterator age reaches a second.
+        worker=WorkerConfig(
+            image_tag="0.1.0", cpu=1024, memory_mb=2048, min_tasks=2, max_tasks=10, autoscaling=True
+        ),
+        api=ApiConfig(
+            throttle_rate=1_000,
+            throttle_burst=2_000,
+            client_rate=200,
+            client_burst=400,
+            client_quota_per_day=20_000_000,
+            logging_level="ERROR",
+            manage_account_logging_role=True,
+            waf_rate_limit=10_000,
+        ),
         log_retention_days=365,
         destroyable=False,
         kms_deletion_window_days=30,
@@ -277,10 +357,14 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         name="local",
         network=NetworkConfig(cidr="10.40.0.0/16", az_count=2, nat_mode="none", interface_endpoints=()),
         log_retention_days=7,
-        # What the emulator cannot run (ElastiCache, EFS backup policies) and its one DB instance per server.
+        # What the emulator cannot run (stacks/emulator.py): ElastiCache, EFS backup policies, autoscaling
+        # targets; and it holds one DB instance per server.
         database=DatabaseConfig(engine="rds", backup_retention_days=1, instance_class="db.t4g.micro"),
         cache=None,
         file_system_backups=False,
+        worker=WorkerConfig(
+            image_tag="0.1.0", cpu=256, memory_mb=512, min_tasks=1, max_tasks=1, autoscaling=False
+        ),
         emulator_endpoint=DEFAULT_LOCAL_ENDPOINT,
     ),
 }
@@ -317,8 +401,14 @@ def environment(name: str, environ: Mapping[str, str]) -> EnvironmentConfig:
 
 
 def short_lived_environment(suffix: str, environ: Mapping[str, str]) -> EnvironmentConfig:
-    """A destroyable environment named by `suffix` (for example pr-123), sized like dev."""
-    return _with_overrides(replace(_DEV, name=validate_suffix(suffix), log_retention_days=7), environ)
+    """A destroyable environment named by `suffix` (for example pr-123), sized like dev, in dev's account."""
+    config = replace(
+        _DEV,
+        name=validate_suffix(suffix),
+        log_retention_days=7,
+        api=replace(_DEV.api, manage_account_logging_role=False),
+    )
+    return _with_overrides(config, environ)
 
 
 def load_environments(environ: Mapping[str, str]) -> list[EnvironmentConfig]:

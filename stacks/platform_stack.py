@@ -1,17 +1,37 @@
+from collections.abc import Callable
 from typing import Any
 
-from cdktf import S3Backend, TerraformOutput, TerraformResourceLifecycle, TerraformStack
+from cdktf import Aspects, S3Backend, TerraformOutput, TerraformResourceLifecycle, TerraformStack
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags, AwsProviderEndpoints
 from cdktf_cdktf_provider_aws.ssm_parameter import SsmParameter
 from constructs import Construct
 
-from iot_constructs.compute import Function, FunctionProps, StreamEventSource, StreamEventSourceProps
-from iot_constructs.datastores import Database, DatabaseProps, FileSystem, FileSystemProps, Table, TableProps
+from iot_constructs.api import Api, ApiProps
+from iot_constructs.compute import (
+    WORKER_ARTEFACTS_DIR,
+    Function,
+    FunctionProps,
+    StreamEventSource,
+    StreamEventSourceProps,
+    WorkerProps,
+    WorkerService,
+)
+from iot_constructs.datastores import (
+    Cache,
+    CacheProps,
+    Database,
+    DatabaseProps,
+    FileSystem,
+    FileSystemProps,
+    Table,
+    TableProps,
+)
 from iot_constructs.iam import allow, grant
 from iot_constructs.kms import EncryptionKey, EncryptionKeyProps
 from iot_constructs.network import Network, NetworkProps
 from iot_constructs.stream import Stream, StreamProps
 from stacks.config import OWNER, PROJECT, EnvironmentConfig
+from stacks.emulator import EmulatorWorkarounds
 
 # Every AWS service the platform calls; in the local environment each one goes to the emulator.
 # Spelled as AwsProviderEndpoints' arguments ("lambda_" is the provider's "lambda").
@@ -49,6 +69,8 @@ class PlatformStack(TerraformStack):
     def __init__(self, scope: Construct, config: EnvironmentConfig) -> None:
         super().__init__(scope, config.stack_name)
         self._terraform_settings(config)
+        if config.emulator_endpoint:
+            Aspects.of(self).add(EmulatorWorkarounds())
         naming = config.naming
 
         def key(id: str, purpose: str, **service_access: bool) -> EncryptionKey:
@@ -121,7 +143,9 @@ class PlatformStack(TerraformStack):
             lifecycle=TerraformResourceLifecycle(ignore_changes=["value"]),
         )
 
-        def function(component: str, environment: dict[str, str]) -> Function:
+        def function(
+            component: str, environment: dict[str, str], bundled_distributions: tuple[str, ...] = ()
+        ) -> Function:
             sizing = config.functions[component]
             return Function(
                 self,
@@ -143,6 +167,7 @@ class PlatformStack(TerraformStack):
                     key=data_key,
                     network=network,
                     layers=(config.powertools_layer_arn,),
+                    bundled_distributions=bundled_distributions,
                 ),
             )
 
@@ -225,6 +250,85 @@ class PlatformStack(TerraformStack):
                 naming=naming, network=network, key=data_key, automatic_backups=config.file_system_backups
             ),
         )
+        cache = self._cache(config, function, network, data_key, logs_key) if config.cache else None
+
+        worker_config = config.worker
+        worker = WorkerService(
+            self,
+            "worker",
+            WorkerProps(
+                naming=naming,
+                network=network,
+                key=data_key,
+                logs_key=logs_key,
+                log_retention_days=config.log_retention_days,
+                image_tag=worker_config.image_tag,
+                cpu=worker_config.cpu,
+                memory_mb=worker_config.memory_mb,
+                environment={
+                    "STREAM_NAME": stream.stream_name,
+                    "RAW_TABLE_NAME": raw_readings.table_name,
+                    "AGGREGATES_TABLE_NAME": aggregates.table_name,
+                    "ALERT_TOPIC_ARN": stream.alert_topic_arn,
+                    "THRESHOLDS_PARAMETER_NAME": thresholds.name,
+                    "READING_TTL_DAYS": str(readings.reading_ttl_days),
+                    "AGGREGATE_TTL_DAYS": str(readings.aggregate_ttl_days),
+                    "DYNAMODB_MAX_ATTEMPTS": str(readings.dynamodb_max_attempts),
+                    "DATABASE_HOST": database.endpoint,
+                    "DATABASE_PORT": str(database.port),
+                    "ARTEFACTS_DIR": WORKER_ARTEFACTS_DIR,
+                    **(
+                        {"REDIS_HOST": cache.configuration_endpoint, "REDIS_PORT": str(cache.port)}
+                        if cache
+                        else {}
+                    ),
+                },
+                secrets=(
+                    {"REDIS_AUTH_TOKEN": f"{cache.auth_token_secret_arn}:auth_token::"} if cache else {}
+                ),
+                secret_arns=(cache.auth_token_secret_arn,) if cache else (),
+                secret_key=data_key,
+                file_system=file_system,
+                min_tasks=worker_config.min_tasks,
+                max_tasks=worker_config.max_tasks,
+                autoscaling=worker_config.autoscaling,
+                stream=stream,
+                cpu_target_percent=worker_config.cpu_target_percent,
+                iterator_age_target_ms=worker_config.iterator_age_target_ms,
+                scale_in_cooldown_seconds=worker_config.scale_in_cooldown_seconds,
+                scale_out_cooldown_seconds=worker_config.scale_out_cooldown_seconds,
+            ),
+        )
+        stream.grant_read(worker.task_role)
+        raw_readings.grant_read_write_data(worker.task_role)
+        aggregates.grant_read_write_data(worker.task_role)
+        stream.grant_publish_alerts(worker.task_role)
+        grant(self, worker.task_role, "read-thresholds", [allow(["ssm:GetParameter"], [thresholds.arn])])
+        database.grant_connect(worker.task_role)
+        database.allow_connections_from("worker", worker.security_group_id)
+        if cache:
+            cache.allow_connections_from("worker", worker.security_group_id)
+
+        api_config = config.api
+        api = Api(
+            self,
+            "api",
+            ApiProps(
+                naming=naming,
+                ingest=ingest,
+                query=query,
+                logs_key=logs_key,
+                log_retention_days=config.log_retention_days,
+                logging_level=api_config.logging_level,
+                throttle_rate=api_config.throttle_rate,
+                throttle_burst=api_config.throttle_burst,
+                client_rate=api_config.client_rate,
+                client_burst=api_config.client_burst,
+                client_quota_per_day=api_config.client_quota_per_day,
+                manage_account_logging_role=api_config.manage_account_logging_role,
+                waf_rate_limit=api_config.waf_rate_limit,
+            ),
+        )
 
         outputs = {
             "vpc_id": (network.vpc_id, "The platform's VPC"),
@@ -252,9 +356,59 @@ class PlatformStack(TerraformStack):
             ),
             "file_system_id": (file_system.file_system_id, "EFS file system for shared artefacts"),
             "file_system_access_point_id": (file_system.access_point_id, "The only way into the file system"),
+            "worker_cluster_name": (worker.cluster_name, "ECS cluster of the stream worker"),
+            "worker_service_name": (worker.service_name, "ECS service of the stream worker"),
+            "worker_repository_url": (worker.repository_url, "Push the worker image here, tagged immutably"),
+            "api_invoke_url": (api.invoke_url, "Base URL of the readings API (SigV4 and an API key)"),
+            "api_key_id": (api.api_key_id, "Id of the default client's API key (the value stays in AWS)"),
+            **(
+                {
+                    "redis_configuration_endpoint": (
+                        cache.configuration_endpoint,
+                        "Redis cluster endpoint (TLS)",
+                    ),
+                    "redis_auth_token_secret_arn": (cache.auth_token_secret_arn, "Redis AUTH token, rotated"),
+                }
+                if cache
+                else {}
+            ),
         }
         for name, (value, description) in outputs.items():
             TerraformOutput(self, name, value=value, description=description)
+
+    def _cache(
+        self,
+        config: EnvironmentConfig,
+        function: Callable[..., Function],
+        network: Network,
+        data_key: EncryptionKey,
+        logs_key: EncryptionKey,
+    ) -> Cache:
+        """Redis and the function that rotates its AUTH token."""
+        cache_config = config.cache
+        assert cache_config is not None
+        rotator = function(
+            "redis-rotation",
+            {"REPLICATION_GROUP_ID": config.naming.name("redis")},
+            bundled_distributions=("redis",),  # redis-py is in neither the runtime nor the layer
+        )
+        return Cache(
+            self,
+            "redis",
+            CacheProps(
+                naming=config.naming,
+                network=network,
+                key=data_key,
+                logs_key=logs_key,
+                log_retention_days=config.log_retention_days,
+                node_type=cache_config.node_type,
+                shards=cache_config.shards,
+                replicas_per_shard=cache_config.replicas_per_shard,
+                snapshot_retention_days=cache_config.snapshot_retention_days,
+                token_rotator=rotator,
+                token_rotation_days=cache_config.token_rotation_days,
+            ),
+        )
 
     def _terraform_settings(self, config: EnvironmentConfig) -> None:
         """Provider, state backend and Terraform version: the only place the emulator is mentioned."""

@@ -191,3 +191,66 @@ def test_the_file_system_is_encrypted_tiered_backed_up_and_tls_only(
     (deny,) = policy_statements(stack, one(stack, "aws_efs_file_system_policy")["policy"])
     assert deny["effect"] == "Deny"
     assert deny["condition"] == [{"test": "Bool", "values": ["false"], "variable": "aws:SecureTransport"}]
+
+
+@pytest.mark.parametrize(("name", "shards", "replicas"), [("dev", 1, 0), ("staging", 2, 1), ("prod", 3, 1)])
+def test_redis_runs_in_cluster_mode_sized_per_environment(
+    synth: Synth, name: str, shards: int, replicas: int
+) -> None:
+    group = one(synth.stacks[f"{PROJECT}-{name}"], "aws_elasticache_replication_group")
+    assert (group["num_node_groups"], group["replicas_per_node_group"]) == (shards, replicas)
+    assert group["parameter_group_name"] == "default.redis7.cluster.on"
+    assert group["engine_version"].startswith("7.")
+    assert group["automatic_failover_enabled"] is True
+    assert group["multi_az_enabled"] is (replicas > 0)
+
+
+def test_the_local_environment_has_no_redis_which_the_emulator_cannot_run(synth: Synth) -> None:
+    stack = synth.stacks[f"{PROJECT}-local"]
+    assert not resources(stack, "aws_elasticache_replication_group")
+    assert not resources(stack, "aws_lambda_function", function_name=f"{PROJECT}-redis-rotation-local")
+
+
+@pytest.mark.parametrize("name", ["dev", "staging", "prod"])
+def test_redis_is_encrypted_authenticated_logged_and_reachable_from_compute_only(
+    synth: Synth, name: str
+) -> None:
+    stack = synth.stacks[f"{PROJECT}-{name}"]
+    group = one(stack, "aws_elasticache_replication_group")
+    assert group["at_rest_encryption_enabled"] == "true"
+    assert group["transit_encryption_enabled"] is True
+    assert reference_target(group["kms_key_id"]).startswith("aws_kms_key.")
+    # The first token comes from Secrets Manager at apply time; rotation owns it afterwards.
+    assert reference_target(group["auth_token"]).startswith("data.aws_secretsmanager_random_password.")
+    assert group["lifecycle"]["ignore_changes"] == ["auth_token", "auth_token_update_strategy"]
+    assert sorted(d["log_type"] for d in group["log_delivery_configuration"]) == ["engine-log", "slow-log"]
+    assert group["snapshot_retention_limit"] == environment(name, {}).cache.snapshot_retention_days  # type: ignore[union-attr]
+    (group_sg,) = group["security_group_ids"]
+    sources = {
+        rule["referenced_security_group_id"]
+        for rule in resources(stack, "aws_vpc_security_group_ingress_rule").values()
+        if rule["security_group_id"] == group_sg
+    }
+    groups = {
+        f"${{aws_security_group.{n}.id}}": g["name"]
+        for n, g in resources(stack, "aws_security_group").items()
+    }
+    assert sorted(groups[source] for source in sources) == [
+        f"{PROJECT}-redis-rotation-{name}",
+        f"{PROJECT}-worker-{name}",
+    ]
+
+
+@pytest.mark.parametrize("name", ["dev", "staging", "prod"])
+def test_the_redis_auth_token_rotates_every_30_days_through_its_function(synth: Synth, name: str) -> None:
+    stack = synth.stacks[f"{PROJECT}-{name}"]
+    (rotation,) = [
+        r
+        for r in resources(stack, "aws_secretsmanager_secret_rotation").values()
+        if "rotation_lambda_arn" in r
+    ]
+    assert rotation["rotation_rules"] == {"automatically_after_days": 30}
+    rotator = one(stack, "aws_lambda_function", function_name=f"{PROJECT}-redis-rotation-{name}")
+    assert rotator["environment"]["variables"]["REPLICATION_GROUP_ID"] == f"{PROJECT}-redis-{name}"
+    permission = one(stack, "aws_lambda_permission", principal="secretsmanager.amazonaws.com")
+    assert permission["source_arn"] == rotation["secret_id"].replace(".id}", ".arn}")

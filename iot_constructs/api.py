@@ -1,0 +1,384 @@
+"""The REST API devices and apps call: SigV4 (IAM) plus an API key on every method, throttled per client."""
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cdktf import Fn, TerraformResourceLifecycle
+from cdktf_cdktf_provider_aws.api_gateway_account import ApiGatewayAccount
+from cdktf_cdktf_provider_aws.api_gateway_api_key import ApiGatewayApiKey
+from cdktf_cdktf_provider_aws.api_gateway_deployment import ApiGatewayDeployment
+from cdktf_cdktf_provider_aws.api_gateway_gateway_response import ApiGatewayGatewayResponse
+from cdktf_cdktf_provider_aws.api_gateway_integration import ApiGatewayIntegration
+from cdktf_cdktf_provider_aws.api_gateway_method import ApiGatewayMethod
+from cdktf_cdktf_provider_aws.api_gateway_method_settings import (
+    ApiGatewayMethodSettings,
+    ApiGatewayMethodSettingsSettings,
+)
+from cdktf_cdktf_provider_aws.api_gateway_model import ApiGatewayModel
+from cdktf_cdktf_provider_aws.api_gateway_request_validator import ApiGatewayRequestValidator
+from cdktf_cdktf_provider_aws.api_gateway_resource import ApiGatewayResource
+from cdktf_cdktf_provider_aws.api_gateway_rest_api import (
+    ApiGatewayRestApi,
+    ApiGatewayRestApiEndpointConfiguration,
+)
+from cdktf_cdktf_provider_aws.api_gateway_stage import ApiGatewayStage, ApiGatewayStageAccessLogSettings
+from cdktf_cdktf_provider_aws.api_gateway_usage_plan import (
+    ApiGatewayUsagePlan,
+    ApiGatewayUsagePlanApiStages,
+    ApiGatewayUsagePlanQuotaSettings,
+    ApiGatewayUsagePlanThrottleSettings,
+)
+from cdktf_cdktf_provider_aws.api_gateway_usage_plan_key import ApiGatewayUsagePlanKey
+from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.data_aws_partition import DataAwsPartition
+from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
+from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
+from cdktf_cdktf_provider_aws.wafv2_web_acl import (
+    Wafv2WebAcl,
+    Wafv2WebAclDefaultAction,
+    Wafv2WebAclDefaultActionAllow,
+    Wafv2WebAclRule,
+    Wafv2WebAclRuleAction,
+    Wafv2WebAclRuleActionBlock,
+    Wafv2WebAclRuleOverrideAction,
+    Wafv2WebAclRuleOverrideActionNone,
+    Wafv2WebAclRuleVisibilityConfig,
+    Wafv2WebAclVisibilityConfig,
+)
+from cdktf_cdktf_provider_aws.wafv2_web_acl_association import Wafv2WebAclAssociation
+from cdktf_cdktf_provider_aws.wafv2_web_acl_logging_configuration import Wafv2WebAclLoggingConfiguration
+from constructs import Construct
+
+from iot_constructs.compute import Function
+from iot_constructs.iam import service_role
+from iot_constructs.kms import EncryptionKey
+from iot_constructs.naming import Naming
+
+READING_SCHEMA = Path(__file__).resolve().parent.parent / "functions" / "ingest" / "reading_schema.json"
+STAGE = "v1"
+# What every access log line records, as JSON (CloudWatch Logs Insights parses it by field).
+ACCESS_LOG_FORMAT = {
+    "requestId": "$context.requestId",
+    "ip": "$context.identity.sourceIp",
+    "caller": "$context.identity.caller",
+    "apiKeyId": "$context.identity.apiKeyId",
+    "requestTime": "$context.requestTime",
+    "httpMethod": "$context.httpMethod",
+    "resourcePath": "$context.resourcePath",
+    "status": "$context.status",
+    "responseLength": "$context.responseLength",
+    "latencyMs": "$context.responseLatency",
+    "integrationLatencyMs": "$context.integrationLatency",
+    "error": "$context.error.message",
+    "validationError": "$context.error.validationErrorString",
+}
+# API Gateway's own errors (authentication, throttling, validation) answer in JSON like the functions do.
+GATEWAY_ERROR_TEMPLATE = json.dumps(
+    {"message": "$context.error.messageString", "detail": "$context.error.validationErrorString"}
+)
+AWS_MANAGED_RULE_GROUPS = (
+    "AWSManagedRulesCommonRuleSet",
+    "AWSManagedRulesKnownBadInputsRuleSet",
+    "AWSManagedRulesAmazonIpReputationList",
+)
+
+
+def readings_request_schema() -> dict[str, Any]:
+    """The POST body: one reading or a non-empty batch, each valid against the ingest function's schema."""
+    reading = json.loads(READING_SCHEMA.read_text())
+    schema_version = reading.pop("$schema")
+    return {
+        "$schema": schema_version,
+        "title": "Readings",
+        "oneOf": [reading, {"type": "array", "minItems": 1, "items": reading}],
+    }
+
+
+@dataclass(frozen=True)
+class ApiProps:
+    naming: Naming
+    ingest: Function
+    """Serves POST /v1/readings."""
+    query: Function
+    """Serves GET /v1/devices/{device_id}/readings."""
+    logs_key: EncryptionKey
+    log_retention_days: int
+    logging_level: str
+    """Execution logging: "OFF", "ERROR" or "INFO"; request and response bodies are never logged."""
+    throttle_rate: int
+    throttle_burst: int
+    """Requests per second and burst for the whole stage."""
+    client_rate: int
+    client_burst: int
+    client_quota_per_day: int
+    """Per API key (client), through the usage plan."""
+    manage_account_logging_role: bool
+    """Create the account-wide role API Gateway logs with. One stack per account and region does."""
+    waf_rate_limit: int | None = None
+    """Requests per 5 minutes from one IP before the WAF blocks it; None: no WAF in front of the stage."""
+
+
+class Api(Construct):
+    def __init__(self, scope: Construct, id: str, props: ApiProps) -> None:
+        super().__init__(scope, id)
+        naming = props.naming
+        name = naming.name("api")
+        api = ApiGatewayRestApi(
+            self,
+            "api",
+            name=name,
+            description=f"Sensor readings API of {naming.project}-{naming.suffix}",
+            endpoint_configuration=ApiGatewayRestApiEndpointConfiguration(types=["REGIONAL"]),
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
+        )
+        readings_model = ApiGatewayModel(
+            self,
+            "readings-model",
+            rest_api_id=api.id,
+            name="Readings",
+            content_type="application/json",
+            schema=json.dumps(readings_request_schema()),
+        )
+        validate_body = ApiGatewayRequestValidator(
+            self, "body-validator", rest_api_id=api.id, name="body", validate_request_body=True
+        )
+        validate_parameters = ApiGatewayRequestValidator(
+            self,
+            "parameters-validator",
+            rest_api_id=api.id,
+            name="parameters",
+            validate_request_parameters=True,
+        )
+
+        def resource(id: str, parent_id: str, path_part: str) -> ApiGatewayResource:
+            return ApiGatewayResource(self, id, rest_api_id=api.id, parent_id=parent_id, path_part=path_part)
+
+        v1 = resource("v1", api.root_resource_id, "v1")
+        readings = resource("readings", v1.id, "readings")
+        device_readings = resource(
+            "device-readings",
+            resource("device", resource("devices", v1.id, "devices").id, "{device_id}").id,
+            "readings",
+        )
+
+        # (method, resource, path for the invoke permission, function, validator, method arguments)
+        routes: list[tuple[str, ApiGatewayResource, str, Function, dict[str, Any]]] = [
+            (
+                "POST",
+                readings,
+                "v1/readings",
+                props.ingest,
+                {
+                    "request_validator_id": validate_body.id,
+                    "request_models": {"application/json": readings_model.name},
+                },
+            ),
+            (
+                "GET",
+                device_readings,
+                "v1/devices/*/readings",
+                props.query,
+                {
+                    "request_validator_id": validate_parameters.id,
+                    "request_parameters": {
+                        "method.request.path.device_id": True,
+                        "method.request.querystring.from": False,
+                        "method.request.querystring.to": False,
+                        "method.request.querystring.limit": False,
+                        "method.request.querystring.next_token": False,
+                    },
+                },
+            ),
+        ]
+        definition: list[Any] = [readings_request_schema()]
+        for http_method, route_resource, path, function, arguments in routes:
+            method = ApiGatewayMethod(
+                self,
+                f"{http_method.lower()}-{route_resource.node.id}",
+                rest_api_id=api.id,
+                resource_id=route_resource.id,
+                http_method=http_method,
+                authorization="AWS_IAM",
+                api_key_required=True,
+                **arguments,
+            )
+            integration = ApiGatewayIntegration(
+                self,
+                f"{http_method.lower()}-{route_resource.node.id}-integration",
+                rest_api_id=api.id,
+                resource_id=route_resource.id,
+                http_method=method.http_method,
+                type="AWS_PROXY",
+                integration_http_method="POST",
+                uri=function.invoke_arn,
+            )
+            LambdaPermission(
+                self,
+                f"{http_method.lower()}-{route_resource.node.id}-permission",
+                function_name=function.function_name,
+                action="lambda:InvokeFunction",
+                principal="apigateway.amazonaws.com",
+                source_arn=f"{api.execution_arn}/*/{http_method}/{path}",
+            )
+            definition += [path, http_method, sorted(arguments), method.id, integration.id, integration.uri]
+
+        for response_type, status_code in (
+            ("DEFAULT_4XX", None),
+            ("DEFAULT_5XX", None),
+            ("BAD_REQUEST_BODY", "400"),
+        ):
+            ApiGatewayGatewayResponse(
+                self,
+                f"{response_type.lower().replace('_', '-')}-response",
+                rest_api_id=api.id,
+                response_type=response_type,
+                status_code=status_code,
+                response_templates={"application/json": GATEWAY_ERROR_TEMPLATE},
+            )
+            definition.append(response_type)
+
+        # A new deployment whenever the definition changes; the stage moves to it before the old one goes.
+        static_definition = hashlib.sha256(json.dumps(definition[:1], sort_keys=True).encode()).hexdigest()
+        deployment = ApiGatewayDeployment(
+            self,
+            "deployment",
+            rest_api_id=api.id,
+            triggers={"redeployment": Fn.sha1(Fn.jsonencode([static_definition, *definition[1:]]))},
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
+        )
+
+        if props.manage_account_logging_role:
+            self._account_logging_role(naming)
+        access_logs = CloudwatchLogGroup(
+            self,
+            "access-logs",
+            name=f"/{naming.project}/{naming.suffix}/api-access",
+            retention_in_days=props.log_retention_days,
+            kms_key_id=props.logs_key.key_arn,
+        )
+        stage = ApiGatewayStage(
+            self,
+            "stage",
+            rest_api_id=api.id,
+            deployment_id=deployment.id,
+            stage_name=STAGE,
+            xray_tracing_enabled=True,
+            access_log_settings=ApiGatewayStageAccessLogSettings(
+                destination_arn=access_logs.arn, format=json.dumps(ACCESS_LOG_FORMAT)
+            ),
+        )
+        ApiGatewayMethodSettings(
+            self,
+            "method-settings",
+            rest_api_id=api.id,
+            stage_name=stage.stage_name,
+            method_path="*/*",
+            settings=ApiGatewayMethodSettingsSettings(
+                metrics_enabled=True,
+                logging_level=props.logging_level,
+                data_trace_enabled=False,
+                throttling_rate_limit=props.throttle_rate,
+                throttling_burst_limit=props.throttle_burst,
+                caching_enabled=False,
+            ),
+        )
+
+        usage_plan = ApiGatewayUsagePlan(
+            self,
+            "usage-plan",
+            name=naming.name("clients"),
+            api_stages=[ApiGatewayUsagePlanApiStages(api_id=api.id, stage=stage.stage_name)],
+            throttle_settings=ApiGatewayUsagePlanThrottleSettings(
+                rate_limit=props.client_rate, burst_limit=props.client_burst
+            ),
+            quota_settings=ApiGatewayUsagePlanQuotaSettings(limit=props.client_quota_per_day, period="DAY"),
+        )
+        # API Gateway generates the key's value; only its id leaves the stack.
+        key = ApiGatewayApiKey(self, "default-client-key", name=naming.name("default-client"))
+        ApiGatewayUsagePlanKey(
+            self, "default-client-plan", key_id=key.id, key_type="API_KEY", usage_plan_id=usage_plan.id
+        )
+        if props.waf_rate_limit is not None:
+            self._firewall(naming, stage.arn, props.waf_rate_limit, props.logs_key, props.log_retention_days)
+
+        self.rest_api_id: str = api.id
+        self.stage_name: str = stage.stage_name
+        self.invoke_url: str = stage.invoke_url
+        self.api_key_id: str = key.id
+        self.api_name: str = api.name
+
+    def _account_logging_role(self, naming: Naming) -> None:
+        role = service_role(
+            self, "cloudwatch-role", name=naming.name("apigateway-logs"), service="apigateway.amazonaws.com"
+        )
+        partition = DataAwsPartition(self, "partition").partition
+        IamRolePolicyAttachment(
+            self,
+            "cloudwatch-role-policy",
+            role=role.name,
+            policy_arn=f"arn:{partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+        )
+        ApiGatewayAccount(self, "account", cloudwatch_role_arn=role.arn)
+
+    def _firewall(
+        self,
+        naming: Naming,
+        stage_arn: str,
+        rate_limit: int,
+        logs_key: EncryptionKey,
+        log_retention_days: int,
+    ) -> None:
+        name = naming.name("api-waf")
+
+        def visibility(metric: str) -> Wafv2WebAclRuleVisibilityConfig:
+            return Wafv2WebAclRuleVisibilityConfig(
+                cloudwatch_metrics_enabled=True, sampled_requests_enabled=True, metric_name=metric
+            )
+
+        # AWS's managed rule groups block by their own rules (KnownBadInputs covers Log4Shell); then one
+        # IP may send `rate_limit` requests per 5 minutes. The bindings leave statements untyped: raw form.
+        rules = [
+            Wafv2WebAclRule(
+                name=group,
+                priority=priority,
+                override_action=Wafv2WebAclRuleOverrideAction(none=Wafv2WebAclRuleOverrideActionNone()),
+                statement={"managed_rule_group_statement": {"vendor_name": "AWS", "name": group}},
+                visibility_config=visibility(group),
+            )
+            for priority, group in enumerate(AWS_MANAGED_RULE_GROUPS)
+        ]
+        rules.append(
+            Wafv2WebAclRule(
+                name="rate-per-ip",
+                priority=len(rules),
+                action=Wafv2WebAclRuleAction(block=Wafv2WebAclRuleActionBlock()),
+                statement={"rate_based_statement": {"limit": rate_limit, "aggregate_key_type": "IP"}},
+                visibility_config=visibility("rate-per-ip"),
+            )
+        )
+        acl = Wafv2WebAcl(
+            self,
+            "firewall",
+            name=name,
+            scope="REGIONAL",
+            default_action=Wafv2WebAclDefaultAction(allow=Wafv2WebAclDefaultActionAllow()),
+            rule=rules,
+            visibility_config=Wafv2WebAclVisibilityConfig(
+                cloudwatch_metrics_enabled=True, sampled_requests_enabled=True, metric_name=name
+            ),
+        )
+        Wafv2WebAclAssociation(self, "firewall-association", resource_arn=stage_arn, web_acl_arn=acl.arn)
+        # WAF only logs to groups whose name starts with aws-waf-logs-.
+        waf_logs = CloudwatchLogGroup(
+            self,
+            "firewall-logs",
+            name=f"aws-waf-logs-{name}",
+            retention_in_days=log_retention_days,
+            kms_key_id=logs_key.key_arn,
+        )
+        Wafv2WebAclLoggingConfiguration(
+            self, "firewall-logging", resource_arn=acl.arn, log_destination_configs=[waf_logs.arn]
+        )
