@@ -186,6 +186,8 @@ class Function(Construct):
         self.function_name: str = function.function_name
         self.function_arn: str = function.arn
         self.invoke_arn: str = function.invoke_arn
+        self.timeout_seconds = props.timeout_seconds
+        self.dead_letter_queue_name: str = dead_letters.queue_name
 
 
 def _bundle(source: Path, distributions: tuple[str, ...]) -> Path:
@@ -477,6 +479,7 @@ class WorkerService(Construct):
         )
         self.cluster_name: str = cluster.name
         self.service_name: str = service.name
+        self.min_tasks = props.min_tasks
         self.repository_url: str = repository.repository_url
         if props.autoscaling:
             self._autoscaling(props, cluster, service)

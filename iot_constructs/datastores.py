@@ -216,6 +216,8 @@ class Database(Construct):
         naming = props.naming
         identifier = naming.name("postgres")
         aurora = props.engine == "aurora-serverless"
+        self.engine = props.engine
+        self.identifier = identifier
         self._key = props.key
         self.port = POSTGRES_PORT
 
@@ -511,10 +513,17 @@ class Cache(Construct):
             lifecycle=TerraformResourceLifecycle(ignore_changes=["auth_token", "auth_token_update_strategy"]),
         )
         self.configuration_endpoint: str = group.configuration_endpoint_address
+        # ElastiCache reports metrics per node: <group>-<shard, 4 digits>-<member, 3 digits>.
+        self.node_ids = [
+            f"{group_id}-{shard:04d}-{member:03d}"
+            for shard in range(1, props.shards + 1)
+            for member in range(1, props.replicas_per_shard + 2)
+        ]
         self.replication_group_id: str = group.id
         self.auth_token_secret_arn: str = secret.arn
 
         rotator = props.token_rotator
+        self.token_rotator = rotator
         grant(
             self,
             rotator.role,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from iot_constructs.alarm_thresholds import AlarmThresholds
 from iot_constructs.naming import Naming
 
 if TYPE_CHECKING:  # the construct modules load the provider bindings: too slow for validating input
@@ -178,6 +179,7 @@ class EnvironmentConfig:
     file_system_backups: bool
     worker: WorkerConfig
     api: ApiConfig
+    alarms: AlarmThresholds
     log_retention_days: int
     kms_deletion_window_days: int
     # Destroyable environments carry no deletion protection and skip final snapshots.
@@ -254,6 +256,20 @@ _DEV = EnvironmentConfig(
         manage_account_logging_role=True,
         waf_rate_limit=None,
     ),
+    alarms=AlarmThresholds(
+        api_5xx_percent=5,
+        api_p99_latency_ms=3000,
+        function_duration_percent_of_timeout=80,
+        iterator_age_ms=60_000,
+        database_cpu_percent=90,
+        database_free_storage_gb=2,
+        database_connections=80,
+        redis_cpu_percent=90,
+        redis_memory_percent=90,
+        ecs_cpu_percent=90,
+        ecs_memory_percent=90,
+        silent_stream_minutes=None,  # dev is often quiet
+    ),
     log_retention_days=30,
     kms_deletion_window_days=7,
     destroyable=True,
@@ -282,8 +298,9 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         cache=CacheConfig(
             node_type="cache.t4g.small", shards=2, replicas_per_shard=1, snapshot_retention_days=3
         ),
+        # At most one task per shard: async-kinesis leases whole shards, so more tasks would idle.
         worker=WorkerConfig(
-            image_tag="0.1.0", cpu=512, memory_mb=1024, min_tasks=2, max_tasks=4, autoscaling=True
+            image_tag="0.1.0", cpu=512, memory_mb=1024, min_tasks=2, max_tasks=2, autoscaling=True
         ),
         # Staging shares dev's account, whose stack owns API Gateway's logging role.
         api=ApiConfig(
@@ -296,6 +313,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             manage_account_logging_role=False,
             waf_rate_limit=2_000,
         ),
+        alarms=replace(_DEV.alarms, api_5xx_percent=2, iterator_age_ms=10_000),
         log_retention_days=90,
         destroyable=False,
         kms_deletion_window_days=30,
@@ -346,6 +364,21 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             logging_level="ERROR",
             manage_account_logging_role=True,
             waf_rate_limit=10_000,
+        ),
+        # The seeds ask for stream lag under 2 s; devices report every minute: 10 silent minutes is an outage.
+        alarms=AlarmThresholds(
+            api_5xx_percent=1,
+            api_p99_latency_ms=1000,
+            function_duration_percent_of_timeout=80,
+            iterator_age_ms=2_000,
+            database_cpu_percent=75,
+            database_free_storage_gb=20,
+            database_connections=400,
+            redis_cpu_percent=75,
+            redis_memory_percent=80,
+            ecs_cpu_percent=80,
+            ecs_memory_percent=80,
+            silent_stream_minutes=10,
         ),
         log_retention_days=365,
         destroyable=False,

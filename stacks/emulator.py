@@ -18,11 +18,14 @@ from constructs import IConstruct
 # has to leave out what uses them too (as it does with ElastiCache).
 UNSUPPORTED_RESOURCES: dict[str, str] = {
     "aws_elasticache_replication_group": (
-        "reading Cache Cluster (<id>-001) fails after create with CacheClusterNotFound; destroy never finishes"
+        "reading Cache Cluster (<id>-001) fails after create with CacheClusterNotFound; "
+        "destroy never finishes"
     ),
     "aws_elasticache_cluster": "destroy never finishes: moto does not implement DeleteCacheSubnetGroup",
     "aws_elasticache_subnet_group": "destroy never finishes: moto does not implement DeleteCacheSubnetGroup",
-    "aws_efs_backup_policy": "apply hangs: moto does not implement PutBackupPolicy (HTTP 500, retried for minutes)",
+    "aws_efs_backup_policy": (
+        "apply hangs: moto does not implement PutBackupPolicy (HTTP 500, retried for minutes)"
+    ),
     "aws_efs_file_system_policy": (
         "destroy hangs: moto does not implement DeleteFileSystemPolicy (HTTP 500, retried for minutes)"
     ),
@@ -31,7 +34,9 @@ UNSUPPORTED_RESOURCES: dict[str, str] = {
         "returns InvalidRequestException: You tried to enable rotation on a secret that doesn't already have "
         "a Lambda function ARN configured"
     ),
-    "aws_appautoscaling_target": "apply hangs: moto does not implement ListTagsForResource for scalable targets",
+    "aws_appautoscaling_target": (
+        "apply hangs: moto does not implement ListTagsForResource for scalable targets"
+    ),
     "aws_sqs_queue_redrive_allow_policy": "apply hangs waiting for the queue's RedriveAllowPolicy",
 }
 
@@ -51,8 +56,8 @@ OMITTED_ARGUMENTS = (
     Workaround(
         "aws_lambda_function",
         "layers",
-        "CreateFunction with AWS's Powertools layer fails: ResourceNotFoundException: One or more LayerVersion "
-        "does not exist (moto knows only layers published to it, and never runs function code anyway)",
+        "CreateFunction with AWS's Powertools layer fails: ResourceNotFoundException: One or more "
+        "LayerVersion does not exist (moto knows only layers published to it, and never runs function code)",
     ),
 )
 
@@ -85,6 +90,21 @@ IGNORED_DRIFT = (
         "parameter",
         "moto returns parameters without their Source, so every plan adds them all again",
     ),
+    Workaround(
+        "aws_ecs_service",
+        "availability_zone_rebalancing",
+        "moto does not return the setting, so every plan sets it again",
+    ),
+    Workaround(
+        "aws_vpc_security_group_ingress_rule",
+        "referenced_security_group_id",
+        "moto returns the referenced group as <account>/<group id>, so every plan changes it back",
+    ),
+    Workaround(
+        "aws_vpc_security_group_ingress_rule",
+        "description",
+        "moto drops the description of a rule that references a security group, so every plan adds it",
+    ),
 )
 
 
@@ -107,5 +127,5 @@ class EmulatorWorkarounds:
         ignored = [drift.attribute for drift in IGNORED_DRIFT if drift.resource_type == resource_type]
         current = node.lifecycle.ignore_changes if node.lifecycle else None
         if ignored and current != "all":
-            # An override, not a new lifecycle object: that would drop the resource's other lifecycle settings.
+            # An override: a new lifecycle object would drop the resource's other lifecycle settings.
             node.add_override("lifecycle.ignore_changes", [*(current or []), *ignored])

@@ -29,6 +29,7 @@ from iot_constructs.datastores import (
 from iot_constructs.iam import allow, grant
 from iot_constructs.kms import EncryptionKey, EncryptionKeyProps
 from iot_constructs.network import Network, NetworkProps
+from iot_constructs.observability import Observability, ObservabilityProps
 from iot_constructs.stream import Stream, StreamProps
 from stacks.config import OWNER, PROJECT, EnvironmentConfig
 from stacks.emulator import EmulatorWorkarounds
@@ -266,6 +267,8 @@ class PlatformStack(TerraformStack):
                 cpu=worker_config.cpu,
                 memory_mb=worker_config.memory_mb,
                 environment={
+                    "POWERTOOLS_SERVICE_NAME": "stream-worker",
+                    "POWERTOOLS_LOG_LEVEL": "INFO",
                     "STREAM_NAME": stream.stream_name,
                     "RAW_TABLE_NAME": raw_readings.table_name,
                     "AGGREGATES_TABLE_NAME": aggregates.table_name,
@@ -330,6 +333,23 @@ class PlatformStack(TerraformStack):
             ),
         )
 
+        observability = Observability(
+            self,
+            "observability",
+            ObservabilityProps(
+                naming=naming,
+                alert_topic_arn=stream.alert_topic_arn,
+                thresholds=config.alarms,
+                api=api,
+                functions=[ingest, processor, query, *([cache.token_rotator] if cache else [])],
+                stream=stream,
+                tables=[raw_readings, aggregates],
+                database=database,
+                worker=worker,
+                cache=cache,
+            ),
+        )
+
         outputs = {
             "vpc_id": (network.vpc_id, "The platform's VPC"),
             "private_subnet_ids": (network.private_subnet_ids, "Subnets with NAT egress, for compute"),
@@ -361,6 +381,7 @@ class PlatformStack(TerraformStack):
             "worker_repository_url": (worker.repository_url, "Push the worker image here, tagged immutably"),
             "api_invoke_url": (api.invoke_url, "Base URL of the readings API (SigV4 and an API key)"),
             "api_key_id": (api.api_key_id, "Id of the default client's API key (the value stays in AWS)"),
+            "alarm_names": (observability.alarm_names, "Every alarm, each notifying the alert topic"),
             **(
                 {
                     "redis_configuration_endpoint": (

@@ -94,7 +94,12 @@ def test_interface_endpoints_sit_in_private_subnets_behind_https_from_the_vpc_on
         assert not interfaces
         assert not resources(stack, "aws_security_group", name=f"{PROJECT}-endpoints-{env}")
         return
-    (rule,) = resources(stack, "aws_vpc_security_group_ingress_rule").values()
+    (endpoint_group,) = resources(stack, "aws_security_group", name=f"{PROJECT}-endpoints-{env}")
+    (rule,) = [
+        r
+        for r in resources(stack, "aws_vpc_security_group_ingress_rule").values()
+        if r["security_group_id"] == f"${{aws_security_group.{endpoint_group}.id}}"
+    ]
     assert (rule["ip_protocol"], rule["from_port"], rule["to_port"]) == ("tcp", 443, 443)
     assert rule["cidr_ipv4"] == one(stack, "aws_vpc")["cidr_block"]
     private_subnets = len(subnets_by_tier(stack)["private"])

@@ -128,9 +128,12 @@ class Reading:
 
 def decode_record(record: KinesisStreamRecord) -> Reading:
     """The record's reading; raises for a record that cannot be stored, so the batch reports it."""
-    return parse_reading(
-        json.loads(record.kinesis.data_as_bytes(), parse_float=Decimal, parse_constant=_reject)
-    )
+    return decode_data(record.kinesis.data_as_bytes())
+
+
+def decode_data(data: bytes) -> Reading:
+    """The reading in a record's data; raises if it cannot be stored. The stream worker decodes with it."""
+    return parse_reading(json.loads(data, parse_float=Decimal, parse_constant=_reject))
 
 
 def _reject(literal: str) -> None:

@@ -1,0 +1,226 @@
+"""A moto server, a redis-server and stream worker processes, all on localhost, for the worker's tests."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import boto3
+import pytest
+import redis
+from moto.server import ThreadedMotoServer
+
+from tests.functions.conftest import create_tables
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+REGION = "eu-west-1"
+SHARD_COUNT = 4
+REDIS_PASSWORD = "worker-test-auth-token"
+THRESHOLDS = {"temperature": {"max": 80}}
+# Short leases, so that a takeover fits in the test; the worker wants heartbeats at most a third of a lease.
+LEASE_TIMEOUT_SECONDS = 5
+LEASE_HEARTBEAT_SECONDS = 1
+
+
+def wait_until(condition: Callable[[], object], timeout: float, failure: Callable[[], str]) -> None:
+    """Polls the condition until it holds; fails, saying what `failure` returns, once `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout} s: {failure()}")
+        time.sleep(0.25)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Services:
+    endpoint_url: str
+    kinesis: Any
+    dynamodb: Any
+    sqs: Any
+    redis: redis.Redis
+    redis_port: int
+    stream_name: str
+    raw_table: str
+    aggregates_table: str
+    topic_arn: str
+    alerts_queue_url: str
+    thresholds_parameter: str
+
+    def worker_environment(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ["PATH"],
+            # No __pycache__ in functions/: each directory is packaged as it is.
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "POWERTOOLS_SERVICE_NAME": "stream-worker-test",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+            "STREAM_NAME": self.stream_name,
+            "RAW_TABLE_NAME": self.raw_table,
+            "AGGREGATES_TABLE_NAME": self.aggregates_table,
+            "ALERT_TOPIC_ARN": self.topic_arn,
+            "THRESHOLDS_PARAMETER_NAME": self.thresholds_parameter,
+            "READING_TTL_DAYS": "30",
+            "AGGREGATE_TTL_DAYS": "400",
+            "DYNAMODB_MAX_ATTEMPTS": "3",
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(self.redis_port),
+            "REDIS_TLS": "false",
+            "REDIS_CLUSTER": "false",
+            "REDIS_AUTH_TOKEN": REDIS_PASSWORD,
+            "LEASE_TIMEOUT_SECONDS": str(LEASE_TIMEOUT_SECONDS),
+            "LEASE_HEARTBEAT_SECONDS": str(LEASE_HEARTBEAT_SECONDS),
+        }
+
+
+@pytest.fixture
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def redis_port(tmp_path: Path) -> Iterator[int]:
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is not installed; on Debian: apt-get install redis-server")
+    port = free_port()
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = subprocess.Popen(
+        [
+            *(executable, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", REDIS_PASSWORD),
+            *("--save", "", "--appendonly", "no", "--dir", str(directory), "--logfile", "redis.log"),
+        ]
+    )
+    client = redis.Redis(port=port, password=REDIS_PASSWORD)
+    try:
+        wait_until(lambda: _answers(client), 10, lambda: (directory / "redis.log").read_text())
+        yield port
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.fixture
+def services(moto_endpoint: str, redis_port: int) -> Iterator[Services]:
+    clients = {
+        service: boto3.client(
+            service,
+            endpoint_url=moto_endpoint,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        for service in ("kinesis", "dynamodb", "sns", "sqs", "ssm")
+    }
+    clients["kinesis"].create_stream(StreamName="readings", ShardCount=SHARD_COUNT)
+    create_tables(clients["dynamodb"], "raw-readings", "aggregates")
+    topic_arn = clients["sns"].create_topic(Name="alerts")["TopicArn"]
+    queue_url = clients["sqs"].create_queue(QueueName="alerts")["QueueUrl"]
+    queue_arn = clients["sqs"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    clients["sns"].subscribe(
+        TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    clients["ssm"].put_parameter(Name="/iot/test/thresholds", Type="String", Value=json.dumps(THRESHOLDS))
+    client = redis.Redis(port=redis_port, password=REDIS_PASSWORD)
+    yield Services(
+        endpoint_url=moto_endpoint,
+        kinesis=clients["kinesis"],
+        dynamodb=clients["dynamodb"],
+        sqs=clients["sqs"],
+        redis=client,
+        redis_port=redis_port,
+        stream_name="readings",
+        raw_table="raw-readings",
+        aggregates_table="aggregates",
+        topic_arn=topic_arn,
+        alerts_queue_url=queue_url,
+        thresholds_parameter="/iot/test/thresholds",
+    )
+    client.close()
+
+
+class Worker:
+    """A worker process; what it logs (JSON lines) goes to a file."""
+
+    def __init__(self, environment: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "functions.stream_worker.worker"],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def logged(self, message: str) -> list[dict[str, Any]]:
+        entries = []
+        for line in self.log_path.read_text().splitlines():
+            if line.startswith("{"):
+                entry: dict[str, Any] = json.loads(line)
+                if entry.get("message") == message:
+                    entries.append(entry)
+        return entries
+
+    def leased_shards(self) -> set[str]:
+        return {entry["shard_id"] for entry in self.logged("Leased a shard")}
+
+    def signal(self, number: signal.Signals) -> None:
+        self.process.send_signal(number)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
+StartWorker = Callable[[str], Worker]
+
+
+@pytest.fixture
+def start_worker(services: Services, tmp_path: Path) -> Iterator[StartWorker]:
+    workers: list[Worker] = []
+
+    def start(name: str) -> Worker:
+        worker = Worker(services.worker_environment(), tmp_path / f"{name}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.close()
+        # Shown by pytest when the test fails.
+        print(f"--- {worker.log_path.name}\n{worker.log_path.read_text()}")
