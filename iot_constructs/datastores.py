@@ -151,6 +151,22 @@ class Table(Construct):
         )
 
 
+def _admit(
+    store: Construct, store_group: SecurityGroup, client: str, client_group_id: str, port: int, protocol: str
+) -> None:
+    """Let members of `client_group_id` reach `store` on `port`: data stores admit security groups only."""
+    VpcSecurityGroupIngressRule(
+        store,
+        f"ingress-from-{client}",
+        security_group_id=store_group.id,
+        description=f"{protocol} from {client}",
+        ip_protocol="tcp",
+        from_port=port,
+        to_port=port,
+        referenced_security_group_id=client_group_id,
+    )
+
+
 POSTGRES_PORT = 5432
 # An engine version both RDS and Aurora PostgreSQL offer, and that lets Aurora Serverless v2 scale to zero.
 POSTGRES_VERSION = "16.4"
@@ -366,16 +382,7 @@ class Database(Construct):
 
     def allow_connections_from(self, id: str, security_group_id: str) -> None:
         """Admit PostgreSQL connections from the members of `security_group_id`."""
-        VpcSecurityGroupIngressRule(
-            self,
-            f"ingress-from-{id}",
-            security_group_id=self.security_group.id,
-            description=f"PostgreSQL from {id}",
-            ip_protocol="tcp",
-            from_port=POSTGRES_PORT,
-            to_port=POSTGRES_PORT,
-            referenced_security_group_id=security_group_id,
-        )
+        _admit(self, self.security_group, id, security_group_id, POSTGRES_PORT, "PostgreSQL")
 
     def grant_connect(self, role: IamRole) -> None:
         """Let `role` sign in as the IAM-authenticated application user."""
@@ -560,16 +567,7 @@ class Cache(Construct):
 
     def allow_connections_from(self, id: str, security_group_id: str) -> None:
         """Admit Redis connections from the members of `security_group_id`."""
-        VpcSecurityGroupIngressRule(
-            self,
-            f"ingress-from-{id}",
-            security_group_id=self.security_group.id,
-            description=f"Redis from {id}",
-            ip_protocol="tcp",
-            from_port=REDIS_PORT,
-            to_port=REDIS_PORT,
-            referenced_security_group_id=security_group_id,
-        )
+        _admit(self, self.security_group, id, security_group_id, REDIS_PORT, "Redis")
 
     def grant_read_secret(self, role: IamRole) -> None:
         """Let `role` read the AUTH token."""
@@ -680,16 +678,7 @@ class FileSystem(Construct):
 
     def allow_connections_from(self, id: str, security_group_id: str) -> None:
         """Admit NFS connections from the members of `security_group_id`."""
-        VpcSecurityGroupIngressRule(
-            self,
-            f"ingress-from-{id}",
-            security_group_id=self.security_group.id,
-            description=f"NFS from {id}",
-            ip_protocol="tcp",
-            from_port=NFS_PORT,
-            to_port=NFS_PORT,
-            referenced_security_group_id=security_group_id,
-        )
+        _admit(self, self.security_group, id, security_group_id, NFS_PORT, "NFS")
 
     def grant_mount(self, role: IamRole) -> None:
         """Let `role` mount and write the file system, through its access point only."""
