@@ -89,7 +89,7 @@ class PlatformStack(TerraformStack):
         logs_key = key("logs", "the log groups", cloudwatch_logs=True)
         stream_key = key("stream", "the reading stream and its dead-letter queue")
         alerts_key = key("alerts", "the alert topic", cloudwatch_alarms=True)
-        data_key = key("data", "the tables, the functions' settings and their dead-letter queues")
+        data_key = key("data", "the data stores, their secrets, function settings, dead letters and images")
 
         network = Network(
             self,
