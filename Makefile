@@ -11,10 +11,10 @@ PYTHON := python3.11
 PIPENV := $(PYTHON) -m pipenv
 CHECKOV_VENV := .cache/checkov-venv
 
-.PHONY: setup synth test snapshots
+.PHONY: setup synth test snapshots bench
 
 ## Install the locked Python environment, the pinned cdktf CLI and checkov (in its own environment).
-setup: .venv/.synced node_modules/.installed $(CHECKOV_VENV)/.installed
+setup: .venv/.synced node_modules/.installed $(CHECKOV_VENV)/.installed lazy-provider
 
 .venv/.synced: Pipfile.lock
 	$(PYTHON) -m pip --version >/dev/null
@@ -33,6 +33,12 @@ $(CHECKOV_VENV)/.installed: security/checkov-requirements.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet --no-deps -r security/checkov-requirements.txt
 	touch $@
 
+## Fast synth: regenerate the lazy view of the provider bindings when stale, and warm the jsii package
+## cache (about a second when current). Phony: the jsii cache lives outside the project.
+.PHONY: lazy-provider
+lazy-provider: .venv/.synced
+	$(PIPENV) run python -m tools.lazy_provider build
+
 ## Synthesize every environment into cdktf.out/.
 synth: setup
 	$(PIPENV) run python main.py
@@ -40,6 +46,11 @@ synth: setup
 ## Run every test: unit, snapshots, terraform validate, checkov, ruff and mypy.
 test: setup
 	$(PIPENV) run pytest
+
+## Print the benchmarks' figures (synth: stock against fast; functions: throughput and AWS calls).
+bench: setup
+	$(PIPENV) run python -m bench.synth
+	$(PIPENV) run python -m bench.functions
 
 ## Rewrite the synth snapshots after an intended change (say why in the commit message).
 snapshots: setup

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from stacks.config import ConfigError, load_environments
+from tools import lazy_provider
 
 # Node 20 works with jsii; its end-of-life banner on every synth would drown real errors.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
@@ -33,6 +34,7 @@ def synth_all(outdir: Path, environ: Mapping[str, str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    lazy_provider.enable()  # fast synth; IOT_FAST_SYNTH=0 turns it off
     try:
         stacks = synth_all(Path(os.environ.get("CDKTF_OUTDIR", "cdktf.out")), os.environ)
     except ConfigError as error:

@@ -2,8 +2,9 @@
 
 import hashlib
 import json
-import shutil
+import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import distribution
@@ -98,8 +99,8 @@ class FunctionProps:
     layers: tuple[str, ...] = ()
     """Layer ARNs, for example the AWS-managed Powertools layer. Default: none."""
     bundled_distributions: tuple[str, ...] = ()
-    """Python distributions that neither the runtime nor the layers provide, copied into the package from
-    the synthesizing environment (so at the versions Pipfile.lock pins). Default: none."""
+    """Python distributions that neither the runtime nor the layers provide, added to the package from the
+    synthesizing environment (so at the versions Pipfile.lock pins). Default: none."""
 
 
 class Function(Construct):
@@ -116,7 +117,7 @@ class Function(Construct):
             raise ValueError(f"no function code at {source}/handler.py for component {props.component!r}")
         name = props.naming.name(props.component)
         code = TerraformAsset(
-            self, "code", path=str(_bundle(source, props.bundled_distributions)), type=AssetType.ARCHIVE
+            self, "code", path=str(_package(source, props.bundled_distributions)), type=AssetType.FILE
         )
         log_group = CloudwatchLogGroup(
             self,
@@ -190,34 +191,35 @@ class Function(Construct):
         self.dead_letter_queue_name: str = dead_letters.queue_name
 
 
-def _bundle(source: Path, distributions: tuple[str, ...]) -> Path:
-    """`source`, or a copy of it with `distributions` added, in a directory named after its content (so
-    concurrent synths share it and an unchanged bundle is not rebuilt)."""
-    if not distributions:
-        return source
+def _package(source: Path, distributions: tuple[str, ...]) -> Path:
+    """The function's zip: `source` and `distributions`, built once per content and reproducible.
+
+    Zipped here rather than by cdktf (an ARCHIVE asset spawns a Node process per asset and stack); fixed
+    entry times and order make the same code the same bytes, so Terraform only sees real changes.
+    """
     files = {path.relative_to(source): path for path in sorted(source.rglob("*")) if _packaged(path)}
     for name in distributions:
         installed = distribution(name)
+        located = {Path(file): Path(str(installed.locate_file(file))) for file in installed.files or []}
         files |= {
-            Path(file): Path(str(installed.locate_file(file)))
-            for file in installed.files or []
-            if _packaged(Path(file)) and not file.parts[0].startswith("..")
+            relative: path
+            for relative, path in located.items()
+            if _packaged(path) and not relative.parts[0].startswith("..")  # scripts outside site-packages
         }
     digest = hashlib.sha256()
     for relative, path in sorted(files.items()):
         digest.update(str(relative).encode() + b"\0" + path.read_bytes())
-    bundle = BUNDLES_DIR / f"{source.name}-{digest.hexdigest()[:16]}"
-    if not bundle.is_dir():
-        BUNDLES_DIR.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=BUNDLES_DIR))
-        for relative, path in files.items():
-            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, staging / relative)
-        try:
-            staging.rename(bundle)
-        except OSError:  # another synth built the same bundle first
-            shutil.rmtree(staging)
-    return bundle
+    package = BUNDLES_DIR / digest.hexdigest()[:16] / f"{source.name}.zip"
+    if not package.exists():
+        package.parent.mkdir(parents=True, exist_ok=True)
+        handle, staging = tempfile.mkstemp(dir=package.parent, suffix=".zip")
+        with os.fdopen(handle, "wb") as file, zipfile.ZipFile(file, "w") as archive:
+            for relative, path in sorted(files.items()):
+                entry = zipfile.ZipInfo(relative.as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+                entry.external_attr = 0o644 << 16
+                archive.writestr(entry, path.read_bytes(), compress_type=zipfile.ZIP_DEFLATED)
+        os.replace(staging, package)  # atomic: concurrent synths may build the same package
+    return package
 
 
 def _packaged(path: Path) -> bool:

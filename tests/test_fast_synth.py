@@ -1,0 +1,62 @@
+"""Fast synth (tools/lazy_provider) changes how the provider bindings load, never what is synthesized."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import STACK_NAMES, SYNTH_ENVIRON, require
+from tools import lazy_provider
+
+# A fresh interpreter per synth, as a process imports the provider bindings only one way.
+SYNTH = """
+import json, sys
+from pathlib import Path
+from tools import lazy_provider
+
+lazy_provider.enable()
+from main import synth_all
+
+stacks = synth_all(Path(sys.argv[1]), json.loads(sys.argv[2]))
+print(json.dumps({"stacks": stacks, "lazy": lazy_provider.active()}))
+"""
+
+
+def start_synth(outdir: Path, *, fast: bool) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", SYNTH, str(outdir), json.dumps(SYNTH_ENVIRON)],
+        cwd=lazy_provider.PROJECT_ROOT,
+        env={**os.environ, lazy_provider.ENV_VAR: "1" if fast else "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(synth: subprocess.Popen[str], *, fast: bool) -> list[str]:
+    """The synthesized stack names, once the synth has run with the lazy view on if `fast`, else off."""
+    stdout, stderr = synth.communicate()
+    assert synth.returncode == 0, stderr
+    report = json.loads(stdout.splitlines()[-1])
+    assert report["lazy"] is fast, f"expected the lazy view {'on' if fast else 'off'}; stderr: {stderr}"
+    return list(report["stacks"])
+
+
+def files(outdir: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(outdir).as_posix(): path.read_bytes() for path in outdir.rglob("*") if path.is_file()
+    }
+
+
+def test_fast_synth_writes_the_same_bytes_as_stock_synth(tmp_path: Path) -> None:
+    reason = lazy_provider.unavailable_reason()
+    require(reason is None, f"fast synth is unavailable: {reason}")
+    # Both at once: the stock synth takes most of the time, the fast one fits in its shadow.
+    stock_synth = start_synth(tmp_path / "stock", fast=False)
+    fast_synth = start_synth(tmp_path / "fast", fast=True)
+    assert finish(stock_synth, fast=False) == finish(fast_synth, fast=True) == STACK_NAMES
+    stock_files, fast_files = files(tmp_path / "stock"), files(tmp_path / "fast")
+    assert {f"stacks/{name}/cdk.tf.json" for name in STACK_NAMES} <= stock_files.keys()
+    assert sorted(fast_files) == sorted(stock_files)
+    assert [path for path in sorted(stock_files) if fast_files[path] != stock_files[path]] == []
