@@ -55,3 +55,21 @@ bench: setup
 ## Rewrite the synth snapshots after an intended change (say why in the commit message).
 snapshots: setup
 	$(PIPENV) run pytest tests/test_snapshots.py --snapshot-update
+
+ENV ?= local
+
+.PHONY: deploy destroy plan
+
+## Deploy the local environment to a moto server on this machine, send sample readings through it and
+## print a summary. The server keeps running until `make destroy`.
+deploy: setup
+	$(PIPENV) run python -m tools.local deploy
+
+## Destroy the local environment and stop its moto server.
+destroy: setup
+	$(PIPENV) run python -m tools.local destroy
+
+## Plan one environment (ENV=dev|staging|prod|local|<suffix>; local by default, on the moto server) into
+## cdktf.out/stacks/<stack>/: plan.tfplan, plan.json and plan.md, the summary for reviewers.
+plan: setup
+	$(PIPENV) run python -m tools.local plan $(ENV)

@@ -379,7 +379,12 @@ class WorkerService(Construct):
                 allow(ECR_PULL_ACTIONS, [repository.arn]),
                 allow(["kms:Decrypt"], [props.key.key_arn, props.secret_key.key_arn]),
                 allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group.arn}:log-stream:*"]),
-                allow(["secretsmanager:GetSecretValue"], list(props.secret_arns)),
+                # A statement needs resources: none when the task gets no secrets (the local environment).
+                *(
+                    [allow(["secretsmanager:GetSecretValue"], list(props.secret_arns))]
+                    if props.secret_arns
+                    else []
+                ),
             ],
         )
         self.task_role: IamRole = service_role(

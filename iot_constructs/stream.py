@@ -86,7 +86,7 @@ class DeadLetterQueue(Construct):
         grant(
             self,
             role,
-            "send-dead-letters",
+            f"send-{self.node.id}",  # one inline policy per queue: a role may send to several
             [allow(["sqs:SendMessage"], [self.queue_arn]), allow(KEY_ENCRYPT_ACTIONS, [self._key.key_arn])],
         )
 

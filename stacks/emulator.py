@@ -18,10 +18,11 @@ from constructs import IConstruct
 # has to leave out what uses them too (as it does with ElastiCache).
 UNSUPPORTED_RESOURCES: dict[str, str] = {
     "aws_elasticache_replication_group": (
-        "reading Cache Cluster (<id>-001) fails after create with CacheClusterNotFound; "
-        "destroy never finishes"
+        "apply fails reading Cache Cluster (<id>-001): CacheClusterNotFound; so do later plans and destroy"
     ),
-    "aws_elasticache_cluster": "destroy never finishes: moto does not implement DeleteCacheSubnetGroup",
+    "aws_elasticache_cluster": (
+        "destroy never finishes: moto's DeleteCacheCluster leaves the cluster 'deleting' for good"
+    ),
     "aws_elasticache_subnet_group": "destroy never finishes: moto does not implement DeleteCacheSubnetGroup",
     "aws_efs_backup_policy": (
         "apply hangs: moto does not implement PutBackupPolicy (HTTP 500, retried for minutes)"

@@ -1,0 +1,215 @@
+"""The local environment end to end, on one deployment and in this order: everything deploys, a second
+plan changes nothing, readings make the round trip, the state lock holds, the plan review reads a change
+right, and the destroy leaves nothing behind.
+
+The round trip reads only an outputs file, so it also runs against a real environment: deploy it with
+`npx cdktf deploy <stack> --outputs-file <file>`, then, with AWS credentials,
+`IOT_E2E_OUTPUTS=<file> pytest tests/e2e -k aws`.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from stacks.emulator import IGNORED_DRIFT
+from tests.e2e.conftest import LocalEnvironment
+from tests.e2e.inventory import inventory
+from tools.local.plan_review import review, summarize
+from tools.local.round_trip import RoundTrip, load_outputs, round_trip
+from tools.local.terraform import PLAN_SECONDS, Terraform, TerraformError
+
+DEPLOYED_OUTPUTS = "IOT_E2E_OUTPUTS"
+
+
+def changed_attributes(terraform: Terraform) -> dict[str, set[str]]:
+    """Address -> the attributes a plan would change, from `terraform plan -detailed-exitcode`."""
+    plan = terraform.run(
+        "plan", "-input=false", "-detailed-exitcode", "-out=check.tfplan", timeout=PLAN_SECONDS, ok=(0, 2)
+    )
+    if plan.returncode == 0:
+        return {}
+    shown = terraform.run("show", "-json", "check.tfplan", timeout=PLAN_SECONDS, capture=True)
+    changes = {}
+    for resource in json.loads(shown.stdout)["resource_changes"]:
+        change = resource["change"]
+        if change["actions"] in (["no-op"], ["read"]):
+            continue
+        before, after = change["before"] or {}, change["after"] or {}
+        unknown = change["after_unknown"] or {}
+        # Attributes known only after apply follow from a change elsewhere, which is listed.
+        changes[resource["address"]] = {
+            name
+            for name in before.keys() | after.keys()
+            if unknown.get(name) is not True and before.get(name) != after.get(name)
+        }
+    return changes
+
+
+def test_every_resource_of_the_local_stack_is_deployed(local_environment: LocalEnvironment) -> None:
+    stack = local_environment.stack
+    synthesized = {f"{kind}.{name}" for kind, resources in stack["resource"].items() for name in resources}
+    assert set(local_environment.terraform.resources()) == synthesized
+
+
+def test_a_plan_right_after_the_apply_changes_nothing(local_environment: LocalEnvironment) -> None:
+    # `terraform plan -detailed-exitcode` exits 0; if not, the assertion shows what would change.
+    assert changed_attributes(local_environment.terraform) == {}
+
+
+def test_the_ignored_diffs_are_exactly_those_the_emulator_causes(
+    local_environment: LocalEnvironment, tmp_path: Path
+) -> None:
+    """Without stacks/emulator.py's ignore_changes, the plan shows each listed diff, and nothing else."""
+
+    def without_ignored_drift(stack: dict[str, Any]) -> None:
+        for drift in IGNORED_DRIFT:
+            for resource in stack["resource"].get(drift.resource_type, {}).values():
+                resource["lifecycle"]["ignore_changes"].remove(drift.attribute)
+
+    plain = local_environment.variant(tmp_path / "plain", without_ignored_drift)
+    resource_types = {address: address.split(".")[0] for address in local_environment.terraform.resources()}
+    differing = {
+        (resource_types[address], attribute)
+        for address, attributes in changed_attributes(plain).items()
+        for attribute in attributes
+    }
+    listed = {
+        (d.resource_type, d.attribute)
+        for d in IGNORED_DRIFT
+        if d.resource_type in set(resource_types.values())
+    }
+    assert differing == listed
+
+
+@pytest.fixture(params=["emulator", "aws"])
+def deployment(request: pytest.FixtureRequest) -> tuple[dict[str, Any], str | None]:
+    """The outputs of the environment the round trip runs on, and its emulator's endpoint (None for AWS)."""
+    if request.param == "emulator":
+        local: LocalEnvironment = request.getfixturevalue("local_environment")
+        return load_outputs(local.outputs_file), local.emulator.endpoint
+    outputs_file = os.environ.get(DEPLOYED_OUTPUTS)
+    if not outputs_file:
+        pytest.skip(
+            f"no deployed environment: set {DEPLOYED_OUTPUTS} to the file that "
+            "`npx cdktf deploy <stack> --outputs-file <file>` writes, and AWS credentials, to run on it"
+        )
+    if boto3.Session().get_credentials() is None:
+        pytest.skip(f"{DEPLOYED_OUTPUTS} is set, but there are no AWS credentials to reach the environment")
+    return load_outputs(Path(outputs_file)), None
+
+
+def test_readings_make_the_round_trip(
+    deployment: tuple[dict[str, Any], str | None],
+) -> None:
+    outputs, endpoint = deployment
+    result = round_trip(outputs, endpoint=endpoint, devices=3, readings_per_device=15)
+    assert result == RoundTrip(sent=45, accepted=45, stored=45, aggregated=45, returned=45)
+
+
+def test_a_second_operation_fails_while_the_first_holds_the_state_lock(
+    local_environment: LocalEnvironment,
+) -> None:
+    terraform = local_environment.terraform
+    bucket, key = local_environment.state
+    s3 = local_environment.emulator.client("s3", local_environment.config.backend.region)
+
+    def locked() -> bool:
+        try:
+            s3.head_object(Bucket=bucket, Key=f"{key}.tflock")
+        except ClientError:
+            return False
+        return True
+
+    # A plan holds the lock while it refreshes every resource, for several seconds.
+    first = subprocess.Popen(
+        ["terraform", "plan", "-input=false", "-no-color"],
+        cwd=terraform.stack_dir,
+        env=dict(terraform.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + PLAN_SECONDS
+        while not locked():
+            assert first.poll() is None, "the first plan ended before its lock was seen"
+            assert time.monotonic() < deadline, "the first plan never took the lock"
+            time.sleep(0.05)
+        with pytest.raises(TerraformError, match="Error acquiring the state lock") as refused:
+            terraform.run("plan", "-input=false", "-lock-timeout=0s", timeout=PLAN_SECONDS)
+        assert "PreconditionFailed" in str(refused.value)
+        output, _ = first.communicate(timeout=PLAN_SECONDS)
+        assert first.returncode == 0, output
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert not locked()
+
+
+def test_the_plan_review_shows_a_change_and_flags_a_stateful_replacement(
+    local_environment: LocalEnvironment, tmp_path: Path
+) -> None:
+    naming = local_environment.config.naming
+
+    def named(resources: dict[str, dict[str, Any]], attribute: str, value: str) -> dict[str, Any]:
+        (resource,) = (r for r in resources.values() if r[attribute] == value)
+        return resource
+
+    def change(stack: dict[str, Any]) -> None:
+        resources = stack["resource"]
+        named(resources["aws_lambda_function"], "function_name", naming.name("ingest"))["memory_size"] += 256
+        table = named(resources["aws_dynamodb_table"], "name", naming.name("readings"))
+        table["range_key"] = "recorded_at"
+        table["attribute"] = [
+            {**a, "name": "recorded_at"} if a["name"] == "timestamp" else a for a in table["attribute"]
+        ]
+        named(resources["aws_kms_alias"], "name", f"alias/{naming.name('logs')}")["name"] += "-v2"
+
+    changed = local_environment.variant(tmp_path / "changed", change)
+    markdown = review(changed, local_environment.config.stack_name)
+    plan = json.loads((changed.stack_dir / "plan.json").read_text())
+    summary = summarize(local_environment.config.stack_name, plan)
+
+    # The function is updated in place; the table's new key replaces it (and its data), the alias is
+    # replaced too but holds no data.
+    (ingest,) = (
+        c for c in summary.changes if c.resource_type == "aws_lambda_function" and "ingest" in c.address
+    )
+    assert ingest.action == "update"
+    table, alias = sorted(summary.removals, key=lambda change: change.resource_type)
+    assert (table.resource_type, table.action, table.forced_by, table.stateful) == (
+        "aws_dynamodb_table",
+        "replace",
+        ("range_key",),
+        "table",
+    )
+    assert (alias.resource_type, alias.action, alias.forced_by, alias.stateful) == (
+        "aws_kms_alias",
+        "replace",
+        ("name",),
+        None,
+    )
+    assert f"| 0 | {summary.count('update')} | 2 | 0 |" in markdown  # create, update, replace, destroy
+    assert "> 1 stateful resource(s) will be replaced or destroyed" in markdown
+    assert f"| `{table.address}` | replace | changed `range_key` | **table** |" in markdown
+    assert f"| `{alias.address}` | replace | changed `name` |  |" in markdown
+    assert "**Security scan (checkov): passed**" in markdown
+
+
+def test_destroy_leaves_nothing_behind(local_environment: LocalEnvironment) -> None:
+    local_environment.terraform.destroy()
+    local_environment.deployed = False
+    bucket, key = local_environment.state
+    held = inventory(local_environment.emulator, local_environment.config.region, bucket, key)
+    left_behind = {service: items for service, items in held.items() if items}
+    assert not left_behind, json.dumps(left_behind, indent=1)

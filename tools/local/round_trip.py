@@ -1,0 +1,367 @@
+"""Sample readings through a deployed environment and back: ingest -> stream -> processor -> tables -> query.
+
+moto cannot run Lambda code (that takes Docker), so the real handlers run in this process instead, each
+loaded fresh from functions/<name>/handler.py with the deployed function's own environment variables, and
+handed the events that API Gateway and the event source mapping would hand it. Everything they call is
+deployed. Only the stack's outputs are needed, so this runs against the emulator and against a real
+environment (given credentials) alike.
+"""
+
+import base64
+import importlib.util
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+
+from tools.local.emulator import CREDENTIALS
+
+FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
+# Settings of this process, not of the deployed functions: no X-Ray daemon or metrics agent listens here.
+LOCAL_RUN_ENVIRON = {
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+STREAM_WAIT_SECONDS = 30
+POLL_SECONDS = 0.5  # Kinesis allows 5 GetRecords calls per second and shard
+BREACHING_TEMPERATURE = 85  # above the initial threshold (80), so the alert path runs too
+
+
+class RoundTripError(AssertionError):
+    pass
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    sent: int
+    accepted: int
+    """Readings the ingest function put on the stream."""
+    stored: int
+    """Raw readings in the table."""
+    aggregated: int
+    """Readings counted in the per-minute aggregates."""
+    returned: int
+    """Readings the query function returned, each equal to one sent."""
+
+
+@dataclass(frozen=True)
+class LambdaContext:
+    function_name: str
+    function_version: str
+    invoked_function_arn: str
+    memory_limit_in_mb: int
+    aws_request_id: str
+    log_group_name: str
+    log_stream_name: str
+    timeout_seconds: int
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.timeout_seconds * 1000
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A deployed function's code, loaded in this process with the function's environment."""
+
+    module: ModuleType
+    environment: dict[str, str]
+    context: LambdaContext
+    role: str
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        with _environment(self.environment):
+            return self.module.handler(event, self.context)
+
+
+def load_outputs(path: Path) -> dict[str, Any]:
+    """A stack's outputs from `path`: flat JSON (outputs/local.json) or the file of
+    `cdktf deploy <stack> --outputs-file`, which nests them under the stack's name."""
+    outputs: dict[str, Any] = json.loads(path.read_text())
+    if "stream_name" not in outputs and len(outputs) == 1:
+        (outputs,) = outputs.values()
+    return outputs
+
+
+def round_trip(
+    outputs: Mapping[str, Any],
+    *,
+    endpoint: str | None = None,
+    devices: int = 5,
+    readings_per_device: int = 20,
+) -> RoundTrip:
+    """Send `devices` x `readings_per_device` readings and check that each one is stored, counted in the
+    aggregates and queried back as it was sent.
+
+    `endpoint` is the emulator's, or None for real AWS with the caller's credentials.
+    Raises RoundTripError at the first step that does not do what the platform promises.
+    """
+    region = outputs["alert_topic_arn"].split(":")[3]  # arn:partition:sns:region:account:name
+    process = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region, **LOCAL_RUN_ENVIRON}
+    if endpoint:
+        process |= {"AWS_ENDPOINT_URL": endpoint, **CREDENTIALS}
+    with _environment(process):
+        aws = boto3.Session()
+        run = f"roundtrip-{uuid.uuid4().hex[:8]}"  # a real environment holds others' readings too
+        started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=readings_per_device + 1)
+        sent: list[dict[str, Any]] = [
+            {
+                "device_id": f"{run}-{device}",
+                "timestamp": _iso(started + timedelta(seconds=second, milliseconds=device)),
+                "metrics": {"temperature": 20 + second / 2, "humidity": 40 + device},
+                "sequence": second,
+            }
+            for device in range(devices)
+            for second in range(readings_per_device)
+        ]
+        sent[-1]["metrics"]["temperature"] = BREACHING_TEMPERATURE
+
+        ingest, processor, query = (
+            _load(aws, name, outputs[f"{name}_function_name"]) for name in ("ingest", "processor", "query")
+        )
+        response = ingest.invoke(_api_event("POST", "/v1/readings", body=json.dumps(sent)))
+        if response["statusCode"] != 202:
+            raise RoundTripError(f"ingest answered {response['statusCode']}: {response['body']}")
+        accepted: int = json.loads(response["body"])["accepted"]
+
+        stream_records = _stream_records(aws, outputs["stream_name"], run, started, accepted)
+        _process(aws, processor, outputs["stream_name"], stream_records)
+
+        device_ids = sorted({reading["device_id"] for reading in sent})
+        dynamodb = aws.client("dynamodb")
+        stored = sum(len(_items(dynamodb, outputs["raw_table_name"], device)) for device in device_ids)
+        aggregated = sum(
+            int(item["reading_count"]["N"])
+            for device in device_ids
+            for item in _items(dynamodb, outputs["aggregates_table_name"], device)
+        )
+        returned = [reading for device in device_ids for reading in _query(query, device, started)]
+    expected = [{key: value for key, value in r.items() if key != "device_id"} for r in sent]
+    if _sorted(returned) != _sorted(expected):
+        raise RoundTripError(f"the query function returned {returned}, expected {expected}")
+    result = RoundTrip(
+        sent=len(sent), accepted=accepted, stored=stored, aggregated=aggregated, returned=len(returned)
+    )
+    if {accepted, stored, aggregated} != {len(sent)}:
+        raise RoundTripError(f"readings went missing on the way: {result}")
+    return result
+
+
+def _load(aws: boto3.Session, name: str, function_name: str) -> Handler:
+    """functions/<name>/handler.py as a new module, imported with the deployed function's environment."""
+    configuration = aws.client("lambda").get_function_configuration(FunctionName=function_name)
+    environment: dict[str, str] = configuration.get("Environment", {}).get("Variables", {})
+    context = LambdaContext(
+        function_name=function_name,
+        function_version=configuration["Version"],
+        invoked_function_arn=configuration["FunctionArn"],
+        memory_limit_in_mb=configuration["MemorySize"],
+        aws_request_id=str(uuid.uuid4()),
+        log_group_name=f"/aws/lambda/{function_name}",
+        log_stream_name=f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}",
+        timeout_seconds=configuration["Timeout"],
+    )
+    module_name = f"{name}_handler_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS_DIR / name / "handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Handlers parse their environment and create their clients at import. No __pycache__ in functions/:
+    # each directory is zipped, and hashed, as it is. Dataclasses look their module up while it loads.
+    writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    sys.modules[module_name] = module
+    try:
+        with _environment(environment):
+            spec.loader.exec_module(module)
+    finally:
+        del sys.modules[module_name]
+        sys.dont_write_bytecode = writes_bytecode
+    return Handler(module, environment, context, role=configuration["Role"])
+
+
+def _stream_records(
+    aws: boto3.Session, stream_name: str, run: str, since: datetime, expected: int
+) -> dict[str, list[dict[str, Any]]]:
+    """This run's records on the stream, by shard, in order, as GetRecords returns them."""
+    kinesis = aws.client("kinesis")
+    shards = [
+        shard["ShardId"]
+        for page in kinesis.get_paginator("list_shards").paginate(StreamName=stream_name)
+        for shard in page["Shards"]
+    ]
+    iterators = {
+        shard: kinesis.get_shard_iterator(
+            StreamName=stream_name,
+            ShardId=shard,
+            ShardIteratorType="AT_TIMESTAMP",
+            Timestamp=since - timedelta(seconds=1),
+        )["ShardIterator"]
+        for shard in shards
+    }
+    records: dict[str, list[dict[str, Any]]] = {shard: [] for shard in shards}
+    deadline = time.monotonic() + STREAM_WAIT_SECONDS
+    while True:
+        for shard, iterator in iterators.items():
+            response = kinesis.get_records(ShardIterator=iterator)
+            records[shard] += [r for r in response["Records"] if r["PartitionKey"].startswith(run)]
+            iterators[shard] = response["NextShardIterator"]
+        found = sum(map(len, records.values()))
+        if found >= expected:
+            return records
+        if time.monotonic() > deadline:
+            raise RoundTripError(f"{found} of {expected} readings arrived on {stream_name}")
+        time.sleep(POLL_SECONDS)
+
+
+def _process(
+    aws: boto3.Session, processor: Handler, stream_name: str, records: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Hand the records to the processor in the batches its event source mapping would."""
+    summary = aws.client("kinesis").describe_stream_summary(StreamName=stream_name)
+    stream_arn = summary["StreamDescriptionSummary"]["StreamARN"]
+    mappings = aws.client("lambda").list_event_source_mappings(EventSourceArn=stream_arn)[
+        "EventSourceMappings"
+    ]
+    function_arn = processor.context.invoked_function_arn
+    batch_sizes = [m["BatchSize"] for m in mappings if m["FunctionArn"] == function_arn]
+    if not batch_sizes:
+        raise RoundTripError(f"no event source mapping feeds {stream_name} to {function_arn}")
+    for shard, shard_records in records.items():
+        for start in range(0, len(shard_records), batch_sizes[0]):
+            batch = shard_records[start : start + batch_sizes[0]]
+            response = processor.invoke(_kinesis_event(stream_arn, shard, processor.role, batch))
+            if response["batchItemFailures"]:
+                raise RoundTripError(f"the processor reported failures: {response['batchItemFailures']}")
+
+
+def _items(dynamodb: Any, table: str, device_id: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for page in dynamodb.get_paginator("query").paginate(
+        TableName=table,
+        KeyConditionExpression="device_id = :device_id",
+        ExpressionAttributeValues={":device_id": {"S": device_id}},
+        ConsistentRead=True,
+    ):
+        items += page["Items"]
+    return items
+
+
+def _query(query: Handler, device_id: str, since: datetime) -> list[dict[str, Any]]:
+    """Every reading of the device since `since`, page by page, as a client of the API would get them."""
+    readings: list[dict[str, Any]] = []
+    parameters = {"from": _iso(since), "limit": "7"}  # a small page, so that paging is exercised
+    while True:
+        response = query.invoke(
+            _api_event(
+                "GET",
+                "/v1/devices/{device_id}/readings",
+                path_parameters={"device_id": device_id},
+                query=parameters,
+            )
+        )
+        if response["statusCode"] != 200:
+            raise RoundTripError(f"query answered {response['statusCode']}: {response['body']}")
+        body = json.loads(response["body"])
+        readings += body["readings"]
+        if not body["next_token"]:
+            return readings
+        parameters = {**parameters, "next_token": body["next_token"]}
+
+
+def _api_event(
+    method: str,
+    resource: str,
+    *,
+    path_parameters: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    body: str | None = None,
+) -> dict[str, Any]:
+    """A REST API (v1) Lambda proxy integration event, as API Gateway sends it to the function."""
+    path = resource.format_map(path_parameters or {})
+    headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": "tools.local"}
+    now = datetime.now(UTC)
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {name: [value] for name, value in headers.items()},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "pathParameters": path_parameters,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": f"/local{path}",
+            "stage": "local",
+            "protocol": "HTTP/1.1",
+            "requestId": str(uuid.uuid4()),
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": "tools.local"},
+        },
+        "body": body,
+        "isBase64Encoded": False,
+    }
+
+
+def _kinesis_event(stream_arn: str, shard: str, role: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The event a Kinesis event source mapping delivers for records as GetRecords returns them."""
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": record["PartitionKey"],
+                    "sequenceNumber": record["SequenceNumber"],
+                    "data": base64.b64encode(record["Data"]).decode(),
+                    "approximateArrivalTimestamp": record["ApproximateArrivalTimestamp"].timestamp(),
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{shard}:{record['SequenceNumber']}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": role,
+                "awsRegion": stream_arn.split(":")[3],
+                "eventSourceARN": stream_arn,
+            }
+            for record in records
+        ]
+    }
+
+
+@contextmanager
+def _environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """Set process environment variables for the duration, then restore the previous values."""
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _sorted(readings: list[dict[str, Any]]) -> list[str]:
+    """The readings in a comparable form; DynamoDB gives 20.0 back as 20."""
+    return sorted(
+        json.dumps({**r, "metrics": {k: float(v) for k, v in r["metrics"].items()}}, sort_keys=True)
+        for r in readings
+    )
