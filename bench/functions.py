@@ -13,7 +13,6 @@ first is dominated by moto: its TransactWriteItems deep-copies the table once pe
 Neither figure includes DynamoDB's real latency.
 """
 
-import base64
 import importlib.util
 import json
 import os
@@ -30,6 +29,8 @@ from typing import Any
 
 import boto3
 from moto import mock_aws
+
+from tools.local.round_trip import kinesis_event
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
 DEVICES = 250
@@ -166,26 +167,12 @@ def stream_batches() -> list[dict[str, Any]]:
         StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
     )
     response = kinesis.get_records(ShardIterator=iterator["ShardIterator"], Limit=10_000)
-    records = [
-        {
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": record["PartitionKey"],
-                "sequenceNumber": record["SequenceNumber"],
-                "data": base64.b64encode(record["Data"]).decode(),
-                "approximateArrivalTimestamp": record["ApproximateArrivalTimestamp"].timestamp(),
-            },
-            "eventSource": "aws:kinesis",
-            "eventVersion": "1.0",
-            "eventID": f"{shard_id}:{record['SequenceNumber']}",
-            "eventName": "aws:kinesis:record",
-            "invokeIdentityArn": "arn:aws:iam::123456789012:role/bench",
-            "awsRegion": os.environ["AWS_DEFAULT_REGION"],
-            "eventSourceARN": stream_arn,
-        }
-        for record in response["Records"]
+    records = response["Records"]
+    role = "arn:aws:iam::123456789012:role/bench"
+    return [
+        kinesis_event(stream_arn, shard_id, role, records[start : start + BATCH_SIZE])
+        for start in range(0, len(records), BATCH_SIZE)
     ]
-    return [{"Records": records[start : start + BATCH_SIZE]} for start in range(0, len(records), BATCH_SIZE)]
 
 
 def per_thousand(calls: Counter[str]) -> str:

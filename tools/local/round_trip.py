@@ -238,7 +238,7 @@ def _process(
     for shard, shard_records in records.items():
         for start in range(0, len(shard_records), batch_sizes[0]):
             batch = shard_records[start : start + batch_sizes[0]]
-            response = processor.invoke(_kinesis_event(stream_arn, shard, processor.role, batch))
+            response = processor.invoke(kinesis_event(stream_arn, shard, processor.role, batch))
             if response["batchItemFailures"]:
                 raise RoundTripError(f"the processor reported failures: {response['batchItemFailures']}")
 
@@ -315,7 +315,7 @@ def _api_event(
     }
 
 
-def _kinesis_event(stream_arn: str, shard: str, role: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+def kinesis_event(stream_arn: str, shard: str, role: str, records: list[dict[str, Any]]) -> dict[str, Any]:
     """The event a Kinesis event source mapping delivers for records as GetRecords returns them."""
     return {
         "Records": [
