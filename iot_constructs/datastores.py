@@ -167,6 +167,15 @@ def _admit(
     )
 
 
+def _grant_read_secret(
+    store: Construct, role: IamRole, name: str, secret_arn: str, key: EncryptionKey
+) -> None:
+    """Let `role` read a data store's secret, and decrypt it with the store's key."""
+    grant(
+        store, role, name, [allow(SECRET_READ_ACTIONS, [secret_arn]), allow(KEY_READ_ACTIONS, [key.key_arn])]
+    )
+
+
 POSTGRES_PORT = 5432
 # An engine version both RDS and Aurora PostgreSQL offer, and that lets Aurora Serverless v2 scale to zero.
 POSTGRES_VERSION = "16.4"
@@ -394,15 +403,7 @@ class Database(Construct):
 
     def grant_read_secret(self, role: IamRole) -> None:
         """Let `role` read the master credentials (for schema migrations)."""
-        grant(
-            self,
-            role,
-            "read-postgres-secret",
-            [
-                allow(SECRET_READ_ACTIONS, [self.master_secret_arn]),
-                allow(KEY_READ_ACTIONS, [self._key.key_arn]),
-            ],
-        )
+        _grant_read_secret(self, role, "read-postgres-secret", self.master_secret_arn, self._key)
 
 
 REDIS_PORT = 6379
@@ -569,15 +570,7 @@ class Cache(Construct):
 
     def grant_read_secret(self, role: IamRole) -> None:
         """Let `role` read the AUTH token."""
-        grant(
-            self,
-            role,
-            "read-redis-auth-token",
-            [
-                allow(SECRET_READ_ACTIONS, [self.auth_token_secret_arn]),
-                allow(KEY_READ_ACTIONS, [self._key.key_arn]),
-            ],
-        )
+        _grant_read_secret(self, role, "read-redis-auth-token", self.auth_token_secret_arn, self._key)
 
 
 NFS_PORT = 2049
