@@ -262,3 +262,64 @@ def test_the_redis_auth_token_rotates_every_30_days_through_its_function(synth: 
     assert rotator["environment"]["variables"]["REPLICATION_GROUP_ID"] == f"{PROJECT}-redis-{name}"
     permission = one(stack, "aws_lambda_permission", principal="secretsmanager.amazonaws.com")
     assert permission["source_arn"] == rotation["secret_id"].replace(".id}", ".arn}")
+
+
+def test_grant_read_secret_allows_reading_the_secret_and_decrypting_it_only() -> None:
+    """The grant the compute side uses for migrations, on a minimal stack of its own."""
+    import json as json_module
+
+    from cdktf import App, TerraformStack, Testing
+    from cdktf_cdktf_provider_aws.iam_role import IamRole
+
+    from iot_constructs.datastores import Database, DatabaseProps
+    from iot_constructs.kms import EncryptionKey, EncryptionKeyProps
+    from iot_constructs.naming import Naming
+    from iot_constructs.network import Network, NetworkProps
+
+    naming = Naming(PROJECT, "unit")
+    stack = TerraformStack(App(), "unit")
+    key = EncryptionKey(
+        stack, "key", EncryptionKeyProps(alias="unit", description="unit", deletion_window_days=7)
+    )
+    network = Network(
+        stack,
+        "network",
+        NetworkProps(
+            naming=naming,
+            cidr="10.0.0.0/16",
+            availability_zones=("us-east-1a", "us-east-1b"),
+            nat_mode="none",
+            flow_log_key=key,
+            flow_log_retention_days=7,
+        ),
+    )
+    database = Database(
+        stack,
+        "postgres",
+        DatabaseProps(
+            naming=naming,
+            engine="rds",
+            network=network,
+            key=key,
+            logs_key=key,
+            log_retention_days=7,
+            backup_retention_days=1,
+            protected=False,
+        ),
+    )
+    role = IamRole(stack, "migrations", name="migrations", assume_role_policy="{}")
+    database.grant_read_secret(role)
+    synthesized = json_module.loads(Testing.synth(stack))
+    (document,) = [
+        d
+        for name, d in synthesized["data"]["aws_iam_policy_document"].items()
+        if name.startswith("postgres_read")
+    ]
+    secret, decrypt = document["statement"]
+    assert secret["actions"] == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]
+    assert secret["resources"] == [
+        "${aws_db_instance.postgres_instance_919E2690.master_user_secret[0].secret_arn}"
+    ]
+    assert decrypt["actions"] == ["kms:Decrypt"]
+    (key_name,) = synthesized["resource"]["aws_kms_key"]
+    assert [reference_target(r) for r in decrypt["resources"]] == [f"aws_kms_key.{key_name}"]
