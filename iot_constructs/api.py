@@ -134,27 +134,30 @@ class Api(Construct):
             endpoint_configuration=ApiGatewayRestApiEndpointConfiguration(types=["REGIONAL"]),
             lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
+        self.rest_api_id: str = api.id
         readings_model = ApiGatewayModel(
             self,
             "readings-model",
-            rest_api_id=api.id,
+            rest_api_id=self.rest_api_id,
             name="Readings",
             content_type="application/json",
             schema=json.dumps(readings_request_schema()),
         )
         validate_body = ApiGatewayRequestValidator(
-            self, "body-validator", rest_api_id=api.id, name="body", validate_request_body=True
+            self, "body-validator", rest_api_id=self.rest_api_id, name="body", validate_request_body=True
         )
         validate_parameters = ApiGatewayRequestValidator(
             self,
             "parameters-validator",
-            rest_api_id=api.id,
+            rest_api_id=self.rest_api_id,
             name="parameters",
             validate_request_parameters=True,
         )
 
         def resource(id: str, parent_id: str, path_part: str) -> ApiGatewayResource:
-            return ApiGatewayResource(self, id, rest_api_id=api.id, parent_id=parent_id, path_part=path_part)
+            return ApiGatewayResource(
+                self, id, rest_api_id=self.rest_api_id, parent_id=parent_id, path_part=path_part
+            )
 
         v1 = resource("v1", api.root_resource_id, "v1")
         readings = resource("readings", v1.id, "readings")
@@ -198,7 +201,7 @@ class Api(Construct):
             method = ApiGatewayMethod(
                 self,
                 f"{http_method.lower()}-{route_resource.node.id}",
-                rest_api_id=api.id,
+                rest_api_id=self.rest_api_id,
                 resource_id=route_resource.id,
                 http_method=http_method,
                 authorization="AWS_IAM",
@@ -208,7 +211,7 @@ class Api(Construct):
             integration = ApiGatewayIntegration(
                 self,
                 f"{http_method.lower()}-{route_resource.node.id}-integration",
-                rest_api_id=api.id,
+                rest_api_id=self.rest_api_id,
                 resource_id=route_resource.id,
                 http_method=method.http_method,
                 type="AWS_PROXY",
@@ -233,7 +236,7 @@ class Api(Construct):
             ApiGatewayGatewayResponse(
                 self,
                 f"{response_type.lower().replace('_', '-')}-response",
-                rest_api_id=api.id,
+                rest_api_id=self.rest_api_id,
                 response_type=response_type,
                 status_code=status_code,
                 response_templates={"application/json": GATEWAY_ERROR_TEMPLATE},
@@ -245,7 +248,7 @@ class Api(Construct):
         deployment = ApiGatewayDeployment(
             self,
             "deployment",
-            rest_api_id=api.id,
+            rest_api_id=self.rest_api_id,
             triggers={"redeployment": Fn.sha1(Fn.jsonencode([static_definition, *definition[1:]]))},
             lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
@@ -262,7 +265,7 @@ class Api(Construct):
         stage = ApiGatewayStage(
             self,
             "stage",
-            rest_api_id=api.id,
+            rest_api_id=self.rest_api_id,
             deployment_id=deployment.id,
             stage_name=STAGE,
             xray_tracing_enabled=True,
@@ -273,7 +276,7 @@ class Api(Construct):
         ApiGatewayMethodSettings(
             self,
             "method-settings",
-            rest_api_id=api.id,
+            rest_api_id=self.rest_api_id,
             stage_name=stage.stage_name,
             method_path="*/*",
             settings=ApiGatewayMethodSettingsSettings(
@@ -290,7 +293,7 @@ class Api(Construct):
             self,
             "usage-plan",
             name=naming.name("clients"),
-            api_stages=[ApiGatewayUsagePlanApiStages(api_id=api.id, stage=stage.stage_name)],
+            api_stages=[ApiGatewayUsagePlanApiStages(api_id=self.rest_api_id, stage=stage.stage_name)],
             throttle_settings=ApiGatewayUsagePlanThrottleSettings(
                 rate_limit=props.client_rate, burst_limit=props.client_burst
             ),
@@ -304,7 +307,6 @@ class Api(Construct):
         if props.waf_rate_limit is not None:
             self._firewall(naming, stage.arn, props.waf_rate_limit, props.logs_key, props.log_retention_days)
 
-        self.rest_api_id: str = api.id
         self.stage_name: str = stage.stage_name
         self.invoke_url: str = stage.invoke_url
         self.api_key_id: str = key.id

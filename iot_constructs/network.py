@@ -79,43 +79,46 @@ class Network(Construct):
             enable_dns_hostnames=True,  # interface endpoints resolve through private DNS
             tags={"Name": naming.name("vpc")},
         )
-        DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc.id)  # adopting it strips its rules
         self.vpc_id: str = vpc.id
+        vpc_id = self.vpc_id  # each read of a resource's attribute is a call into the jsii kernel
+        DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc_id)  # adopting it strips its rules
         self.vpc_cidr: str = props.cidr
         self.availability_zones: tuple[str, ...] = props.availability_zones
 
         blocks = list(cidr.subnets(prefixlen_diff=4))
-        subnets: dict[str, list[Subnet]] = {
+        subnet_ids: dict[str, list[str]] = {
             tier: [
                 Subnet(
                     self,
                     f"{tier}-subnet-{az}",
-                    vpc_id=vpc.id,
+                    vpc_id=vpc_id,
                     cidr_block=str(blocks[t * MAX_AZ_COUNT + az]),
                     availability_zone=props.availability_zones[az],
                     map_public_ip_on_launch=False,  # nothing here gets a public IP implicitly
                     tags={"Name": naming.name(f"{tier}-{az}"), "tier": tier},
-                )
+                ).id
                 for az in range(az_count)
             ]
             for t, tier in enumerate(TIERS)
         }
-        self.public_subnet_ids: list[str] = [s.id for s in subnets["public"]]
-        self.private_subnet_ids: list[str] = [s.id for s in subnets["private"]]
-        self.isolated_subnet_ids: list[str] = [s.id for s in subnets["isolated"]]
+        self.public_subnet_ids: list[str] = subnet_ids["public"]
+        self.private_subnet_ids: list[str] = subnet_ids["private"]
+        self.isolated_subnet_ids: list[str] = subnet_ids["isolated"]
 
-        igw = InternetGateway(self, "internet-gateway", vpc_id=vpc.id, tags={"Name": naming.name("igw")})
-        public_routes = RouteTable(self, "public-routes", vpc_id=vpc.id, tags={"Name": naming.name("public")})
+        igw = InternetGateway(self, "internet-gateway", vpc_id=vpc_id, tags={"Name": naming.name("igw")})
+        public_routes_id = RouteTable(
+            self, "public-routes", vpc_id=vpc_id, tags={"Name": naming.name("public")}
+        ).id
         Route(
             self,
             "public-default-route",
-            route_table_id=public_routes.id,
+            route_table_id=public_routes_id,
             destination_cidr_block="0.0.0.0/0",
             gateway_id=igw.id,
         )
-        for az, subnet in enumerate(subnets["public"]):
+        for az, subnet_id in enumerate(self.public_subnet_ids):
             RouteTableAssociation(
-                self, f"public-routes-{az}", subnet_id=subnet.id, route_table_id=public_routes.id
+                self, f"public-routes-{az}", subnet_id=subnet_id, route_table_id=public_routes_id
             )
 
         nat_count = {"none": 0, "single": 1, "per-az": az_count}[props.nat_mode]
@@ -126,63 +129,63 @@ class Network(Construct):
                 allocation_id=Eip(
                     self, f"nat-ip-{az}", domain="vpc", tags={"Name": naming.name(f"nat-{az}")}
                 ).id,
-                subnet_id=subnets["public"][az].id,
+                subnet_id=self.public_subnet_ids[az],
                 tags={"Name": naming.name(f"nat-{az}")},
                 depends_on=[igw],
             )
             for az in range(nat_count)
         ]
         # One private route table per AZ whatever the NAT mode, so changing the mode never replaces them.
-        private_routes = []
-        for az, subnet in enumerate(subnets["private"]):
-            table = RouteTable(
-                self, f"private-routes-{az}", vpc_id=vpc.id, tags={"Name": naming.name(f"private-{az}")}
-            )
+        private_routes_ids = []
+        for az, subnet_id in enumerate(self.private_subnet_ids):
+            table_id = RouteTable(
+                self, f"private-routes-{az}", vpc_id=vpc_id, tags={"Name": naming.name(f"private-{az}")}
+            ).id
             RouteTableAssociation(
-                self, f"private-routes-{az}-association", subnet_id=subnet.id, route_table_id=table.id
+                self, f"private-routes-{az}-association", subnet_id=subnet_id, route_table_id=table_id
             )
             if nat_gateways:
                 Route(
                     self,
                     f"private-default-route-{az}",
-                    route_table_id=table.id,
+                    route_table_id=table_id,
                     destination_cidr_block="0.0.0.0/0",
                     nat_gateway_id=nat_gateways[az % nat_count].id,
                 )
-            private_routes.append(table)
-        isolated_routes = RouteTable(
-            self, "isolated-routes", vpc_id=vpc.id, tags={"Name": naming.name("isolated")}
-        )
-        for az, subnet in enumerate(subnets["isolated"]):
+            private_routes_ids.append(table_id)
+        isolated_routes_id = RouteTable(
+            self, "isolated-routes", vpc_id=vpc_id, tags={"Name": naming.name("isolated")}
+        ).id
+        for az, subnet_id in enumerate(self.isolated_subnet_ids):
             RouteTableAssociation(
-                self, f"isolated-routes-{az}", subnet_id=subnet.id, route_table_id=isolated_routes.id
+                self, f"isolated-routes-{az}", subnet_id=subnet_id, route_table_id=isolated_routes_id
             )
 
         for service in GATEWAY_ENDPOINTS:
             VpcEndpoint(
                 self,
                 f"{service}-endpoint",
-                vpc_id=vpc.id,
+                vpc_id=vpc_id,
                 service_name=f"com.amazonaws.{region}.{service}",
                 vpc_endpoint_type="Gateway",
-                route_table_ids=[t.id for t in [*private_routes, isolated_routes]],
+                route_table_ids=[*private_routes_ids, isolated_routes_id],
                 tags={"Name": naming.name(service)},
             )
 
         self.endpoint_security_group_id: str | None = None
         if props.interface_endpoints:
-            endpoint_sg = SecurityGroup(
+            endpoint_sg_id = SecurityGroup(
                 self,
                 "endpoint-security-group",
                 name=naming.name("endpoints"),
                 description="HTTPS from inside the VPC to its interface endpoints",
-                vpc_id=vpc.id,
+                vpc_id=vpc_id,
                 tags={"Name": naming.name("endpoints")},
-            )
+            ).id
             VpcSecurityGroupIngressRule(
                 self,
                 "endpoint-https-ingress",
-                security_group_id=endpoint_sg.id,
+                security_group_id=endpoint_sg_id,
                 description="HTTPS from the VPC",
                 ip_protocol="tcp",
                 from_port=443,
@@ -193,15 +196,15 @@ class Network(Construct):
                 VpcEndpoint(
                     self,
                     f"{service.replace('.', '-')}-endpoint",
-                    vpc_id=vpc.id,
+                    vpc_id=vpc_id,
                     service_name=f"com.amazonaws.{region}.{service}",
                     vpc_endpoint_type="Interface",
                     private_dns_enabled=True,
                     subnet_ids=self.private_subnet_ids,
-                    security_group_ids=[endpoint_sg.id],
+                    security_group_ids=[endpoint_sg_id],
                     tags={"Name": naming.name(service.replace(".", "-"))},
                 )
-            self.endpoint_security_group_id = endpoint_sg.id
+            self.endpoint_security_group_id = endpoint_sg_id
 
         self._flow_logs(props, vpc)
 

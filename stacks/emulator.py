@@ -113,10 +113,16 @@ IGNORED_DRIFT = (
 class EmulatorWorkarounds:
     """Applies this module's workarounds to every resource of a stack that runs on the emulator."""
 
+    def __init__(self) -> None:
+        # Each binding class declares one resource type: asking the kernel once per class is enough.
+        self._resource_types: dict[type, str] = {}
+
     def visit(self, node: IConstruct) -> None:
         if not isinstance(node, TerraformResource):
             return
-        resource_type = node.terraform_resource_type
+        resource_type = self._resource_types.get(type(node))
+        if resource_type is None:
+            resource_type = self._resource_types[type(node)] = node.terraform_resource_type
         if resource_type in UNSUPPORTED_RESOURCES:
             scope = node.node.scope
             assert scope is not None  # a resource always has a parent
@@ -126,7 +132,10 @@ class EmulatorWorkarounds:
             if omitted.resource_type == resource_type:
                 node.add_override(omitted.attribute, None)  # None deletes the argument
         ignored = [drift.attribute for drift in IGNORED_DRIFT if drift.resource_type == resource_type]
-        current = node.lifecycle.ignore_changes if node.lifecycle else None
-        if ignored and current != "all":
+        if not ignored:
+            return
+        lifecycle = node.lifecycle
+        current = lifecycle.ignore_changes if lifecycle else None
+        if current != "all":
             # An override: a new lifecycle object would drop the resource's other lifecycle settings.
             node.add_override("lifecycle.ignore_changes", [*(current or []), *ignored])

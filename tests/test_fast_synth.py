@@ -1,13 +1,16 @@
 """Fast synth (tools/lazy_provider) changes how the provider bindings load, never what is synthesized."""
 
+import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.conftest import STACK_NAMES, SYNTH_ENVIRON, require
 from tools import lazy_provider
+from tools.lazy_provider.build import KERNEL_PRELUDE
 
 # A fresh interpreter per synth, as a process imports the provider bindings only one way.
 SYNTH = """
@@ -60,3 +63,16 @@ def test_fast_synth_writes_the_same_bytes_as_stock_synth(tmp_path: Path) -> None
     assert {f"stacks/{name}/cdk.tf.json" for name in STACK_NAMES} <= stock_files.keys()
     assert sorted(fast_files) == sorted(stock_files)
     assert [path for path in sorted(stock_files) if fast_files[path] != stock_files[path]] == []
+
+
+def test_what_the_direct_kernel_prints_stays_out_of_its_answers() -> None:
+    """The kernel answers on stdout, so what its JavaScript prints goes to stderr, as jsii's relay has it."""
+    require(shutil.which("node") is not None, "node is not on PATH")
+    prelude = json.dumps(str(KERNEL_PRELUDE))
+    script = f"require({prelude}); console.log('printed'); console.error('warned');"
+    completed = subprocess.run(["node", "-e", script], capture_output=True, text=True, check=True)
+    assert completed.stdout == ""
+    assert [json.loads(line) for line in completed.stderr.splitlines()] == [
+        {"stdout": base64.b64encode(b"printed\n").decode()},
+        {"stderr": base64.b64encode(b"warned\n").decode()},
+    ]

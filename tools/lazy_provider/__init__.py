@@ -1,11 +1,13 @@
-"""Fast synth: a lazily loading view of the cdktf AWS provider bindings.
+"""Fast synth: a lazily loading view of the cdktf AWS provider bindings, and a direct jsii kernel.
 
 Importing anything from cdktf_cdktf_provider_aws runs its package `__init__`, which imports all 2,135
 resource modules, and the jsii kernel then requires all of them again in Node. The view, generated from
 the installed package by `python -m tools.lazy_provider build` into `.cache/lazy-provider/`, shadows the
 package with one whose submodules load on first use, backed by a copy of the provider's jsii tarball
-whose `index.js` defers each `require` the same way. Entry points call `enable()` before anything
-imports the provider; `IOT_FAST_SYNTH=0` turns it off.
+whose `index.js` defers each `require` the same way. Two costs of every call go too: the view runs a copy
+of the jsii kernel that talks to Python without jsii's relay process (kernel_prelude.js), and the
+bindings' Python-side type checks, which the kernel repeats, are skipped. Entry points call `enable()`
+before anything imports the bindings; `IOT_FAST_SYNTH=0` turns it all off.
 """
 
 from __future__ import annotations
@@ -13,25 +15,34 @@ from __future__ import annotations
 import json
 import os
 import sys
+import typing
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 ENV_VAR = "IOT_FAST_SYNTH"
 PACKAGE = "cdktf_cdktf_provider_aws"
 DISTRIBUTION = "cdktf-cdktf-provider-aws"
+JSII_DISTRIBUTION = "jsii"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VIEW_DIR = PROJECT_ROOT / ".cache" / "lazy-provider"
 MANIFEST = VIEW_DIR / "manifest.json"
+KERNEL_PROGRAM = VIEW_DIR / "jsii-kernel" / "lib" / "program.js"
+KERNEL_NODE = Path(__file__).with_name("jsii-node")
 # Bumped whenever the generated view changes shape, so that views built by older code are rebuilt.
-FORMAT = 1
+FORMAT = 2
 SETUP_HINT = "run `make setup`"
+# What jsii's generated bindings name the functions whose annotations their type checks read.
+TYPE_CHECKING_STUB_PREFIX = "_typecheckingstub__"
+
+_kernel_started = False
 
 
 def enable(environ: Mapping[str, str] = os.environ) -> bool:
-    """Put the lazy view first on sys.path and return True, unless it is turned off or unusable.
+    """Put the lazy view first on sys.path, start the direct kernel, and return True, unless turned off.
 
-    An unusable view (not built, built for another provider version, or enabled after the provider was
+    An unusable view (not built, built for other installed versions, or enabled after the bindings were
     imported) is skipped with a one-line warning on stderr, leaving the stock bindings in use.
     """
     if environ.get(ENV_VAR) == "0":
@@ -39,36 +50,92 @@ def enable(environ: Mapping[str, str] = os.environ) -> bool:
     if str(VIEW_DIR) in sys.path:
         return True
     reason = unavailable_reason()
-    if reason is None and PACKAGE in sys.modules:
-        reason = f"{PACKAGE} was imported before tools.lazy_provider.enable()"
+    if reason is None and (imported := [name for name in ("constructs", PACKAGE) if name in sys.modules]):
+        reason = f"{imported[0]} was imported before tools.lazy_provider.enable()"
     if reason is not None:
         print(f"warning: fast synth is off: {reason}", file=sys.stderr)
         return False
     sys.path.insert(0, str(VIEW_DIR))
+    _skip_binding_type_checks()
+    _start_direct_kernel()
     return True
 
 
 def unavailable_reason() -> str | None:
-    """Why the view cannot be used with the installed provider, or None if it can."""
+    """Why the view cannot be used with the installed packages, or None if it can."""
     try:
         built = json.loads(MANIFEST.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return f"the lazy provider view is not built ({SETUP_HINT})"
-    try:
-        installed = metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return f"{DISTRIBUTION} is not installed"
     if built["format"] != FORMAT:
         return f"the lazy provider view was built by an older tools.lazy_provider ({SETUP_HINT})"
-    if built["provider_version"] != installed:
-        return (
-            f"the lazy provider view was built for {DISTRIBUTION} {built['provider_version']}, "
-            f"but {installed} is installed ({SETUP_HINT})"
-        )
+    for distribution, key in ((DISTRIBUTION, "provider_version"), (JSII_DISTRIBUTION, "jsii_version")):
+        try:
+            installed = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return f"{distribution} is not installed"
+        if built[key] != installed:
+            return (
+                f"the lazy provider view was built for {distribution} {built[key]}, "
+                f"but {installed} is installed ({SETUP_HINT})"
+            )
     return None
 
 
 def active() -> bool:
-    """Whether the provider package imported in this process is the lazy view."""
+    """Whether this process imported the provider bindings from the view and runs the direct kernel."""
     module = sys.modules.get(PACKAGE)
-    return module is not None and Path(module.__path__[0]).parent == VIEW_DIR
+    return _kernel_started and module is not None and Path(module.__path__[0]).parent == VIEW_DIR
+
+
+def _start_direct_kernel() -> None:
+    """Start the jsii kernel from the view's copy (kernel_prelude.js) unless JSII_NODE or JSII_RUNTIME is set.
+
+    jsii reads the two variables when it starts its kernel, as the first assembly loads, which importing
+    constructs does. They are set only meanwhile, so that child processes see the environment as it was.
+    """
+    global _kernel_started
+    if {"JSII_NODE", "JSII_RUNTIME"} & os.environ.keys():
+        return
+    os.environ.update(JSII_NODE=str(KERNEL_NODE), JSII_RUNTIME=str(KERNEL_PROGRAM))
+    try:
+        import constructs  # noqa: F401
+    finally:
+        del os.environ["JSII_NODE"], os.environ["JSII_RUNTIME"]
+    _kernel_started = True
+
+
+def _skip_binding_type_checks() -> None:
+    """Skip the Python-side argument checks of the jsii bindings, which the jsii kernel repeats.
+
+    Before each call into the bindings, the generated code resolves a stub function's annotations with
+    typing.get_type_hints and checks every argument against them with typeguard: about a fifth of a
+    synth's time. The kernel validates every value it receives against the same declarations and names
+    the parameter it rejects, and mypy checks the project's calls statically. The stubs' annotations are
+    still resolved (once each, as newer jsii generators do), as the generated code reads them; the check
+    itself accepts everything. The stock synth, which tests/test_fast_synth.py runs in CI, keeps the checks.
+    """
+    import typeguard
+
+    resolve = typing.get_type_hints
+    resolved: dict[object, dict[str, Any]] = {}
+
+    def get_type_hints(
+        obj: Any,
+        globalns: dict[str, Any] | None = None,
+        localns: Mapping[str, Any] | None = None,
+        include_extras: bool = False,
+    ) -> dict[str, Any]:
+        if (globalns, localns, include_extras) != (None, None, False) or not getattr(
+            obj, "__name__", ""
+        ).startswith(TYPE_CHECKING_STUB_PREFIX):
+            return resolve(obj, globalns, localns, include_extras)
+        if (hints := resolved.get(obj)) is None:
+            hints = resolved[obj] = resolve(obj)
+        return hints
+
+    def accept(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    typing.get_type_hints = get_type_hints
+    typeguard.check_type = accept

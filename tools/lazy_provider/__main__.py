@@ -5,11 +5,15 @@ the stock and the lazy tarball. Fast when both are up to date.
 """
 
 import argparse
+import os
 import time
 
 from tools.lazy_provider import VIEW_DIR
 from tools.lazy_provider.build import build, read_stock_package, view_tarball
 from tools.lazy_provider.cache import warm
+
+# Node 20 works with jsii; its end-of-life banner would drown what this step prints.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 parser = argparse.ArgumentParser(prog="python -m tools.lazy_provider", description=__doc__)
 parser.add_argument("command", choices=["build"])
