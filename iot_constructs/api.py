@@ -33,7 +33,6 @@ from cdktf_cdktf_provider_aws.api_gateway_usage_plan import (
 )
 from cdktf_cdktf_provider_aws.api_gateway_usage_plan_key import ApiGatewayUsagePlanKey
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktf_cdktf_provider_aws.data_aws_partition import DataAwsPartition
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
 from cdktf_cdktf_provider_aws.wafv2_web_acl import (
@@ -52,6 +51,7 @@ from cdktf_cdktf_provider_aws.wafv2_web_acl_association import Wafv2WebAclAssoci
 from cdktf_cdktf_provider_aws.wafv2_web_acl_logging_configuration import Wafv2WebAclLoggingConfiguration
 from constructs import Construct
 
+from iot_constructs.account import Account
 from iot_constructs.compute import Function
 from iot_constructs.iam import service_role
 from iot_constructs.kms import EncryptionKey
@@ -100,6 +100,7 @@ def readings_request_schema() -> dict[str, Any]:
 @dataclass(frozen=True)
 class ApiProps:
     naming: Naming
+    account: Account
     ingest: Function
     """Serves POST /v1/readings."""
     query: Function
@@ -254,7 +255,7 @@ class Api(Construct):
         )
 
         if props.manage_account_logging_role:
-            self._account_logging_role(naming)
+            self._account_logging_role(naming, props.account)
         access_logs = CloudwatchLogGroup(
             self,
             "access-logs",
@@ -312,16 +313,19 @@ class Api(Construct):
         self.api_key_id: str = key.id
         self.api_name: str = api.name
 
-    def _account_logging_role(self, naming: Naming) -> None:
+    def _account_logging_role(self, naming: Naming, account: Account) -> None:
         role = service_role(
-            self, "cloudwatch-role", name=naming.name("apigateway-logs"), service="apigateway.amazonaws.com"
+            self,
+            "cloudwatch-role",
+            name=naming.name("apigateway-logs"),
+            service="apigateway.amazonaws.com",
+            account=account,
         )
-        partition = DataAwsPartition(self, "partition").partition
         IamRolePolicyAttachment(
             self,
             "cloudwatch-role-policy",
             role=role.name,
-            policy_arn=f"arn:{partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
+            policy_arn=f"arn:{account.partition}:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs",
         )
         ApiGatewayAccount(self, "account", cloudwatch_role_arn=role.arn)
 

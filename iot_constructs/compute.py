@@ -20,7 +20,6 @@ from cdktf_cdktf_provider_aws.appautoscaling_policy import (
 )
 from cdktf_cdktf_provider_aws.appautoscaling_target import AppautoscalingTarget
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
 from cdktf_cdktf_provider_aws.ecr_lifecycle_policy import EcrLifecyclePolicy
 from cdktf_cdktf_provider_aws.ecr_repository import (
     EcrRepository,
@@ -56,6 +55,7 @@ from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
 from constructs import Construct
 
+from iot_constructs.account import Account
 from iot_constructs.datastores import FileSystem
 from iot_constructs.iam import allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
@@ -83,6 +83,7 @@ TRACING_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
 @dataclass(frozen=True)
 class FunctionProps:
     naming: Naming
+    account: Account
     component: str
     """The function is `<project>-<component>-<suffix>`; its code is functions/<component>/handler.py, with
     `_` for `-` in the directory name."""
@@ -126,7 +127,9 @@ class Function(Construct):
             retention_in_days=props.log_retention_days,
             kms_key_id=props.logs_key.key_arn,
         )
-        self.role: IamRole = service_role(self, "role", name=name, service="lambda.amazonaws.com")
+        self.role: IamRole = service_role(
+            self, "role", name=name, service="lambda.amazonaws.com", account=props.account
+        )
         dead_letters = DeadLetterQueue(
             self, "dead-letters", name=props.naming.name(f"{props.component}-dlq"), key=props.key
         )
@@ -283,6 +286,7 @@ WORKER_ARTEFACTS_DIR = "/mnt/artefacts"
 @dataclass(frozen=True)
 class WorkerProps:
     naming: Naming
+    account: Account
     network: Network
     """Tasks run in its private subnets, without public IPs."""
     key: EncryptionKey
@@ -368,7 +372,11 @@ class WorkerService(Construct):
         )
 
         execution_role = service_role(
-            self, "execution-role", name=naming.name("worker-execution"), service="ecs-tasks.amazonaws.com"
+            self,
+            "execution-role",
+            name=naming.name("worker-execution"),
+            service="ecs-tasks.amazonaws.com",
+            account=props.account,
         )
         grant(
             self,
@@ -388,7 +396,11 @@ class WorkerService(Construct):
             ],
         )
         self.task_role: IamRole = service_role(
-            self, "task-role", name=naming.name("worker-task"), service="ecs-tasks.amazonaws.com"
+            self,
+            "task-role",
+            name=naming.name("worker-task"),
+            service="ecs-tasks.amazonaws.com",
+            account=props.account,
         )
         props.file_system.grant_mount(self.task_role)
 
@@ -417,7 +429,6 @@ class WorkerService(Construct):
         self.security_group_id: str = security_group.id
         props.file_system.allow_connections_from("worker", security_group.id)
 
-        region = DataAwsRegion(self, "region").name
         container = {
             "name": "worker",
             "image": f"{repository.repository_url}:{props.image_tag}",
@@ -435,7 +446,7 @@ class WorkerService(Construct):
                 "logDriver": "awslogs",
                 "options": {
                     "awslogs-group": log_group.name,
-                    "awslogs-region": region,
+                    "awslogs-region": props.account.region,
                     "awslogs-stream-prefix": "worker",
                 },
             },

@@ -7,15 +7,12 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from cdktf import Fn, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
     DataAwsIamPolicyDocument,
     DataAwsIamPolicyDocumentStatement,
     DataAwsIamPolicyDocumentStatementCondition,
     DataAwsIamPolicyDocumentStatementPrincipals,
 )
-from cdktf_cdktf_provider_aws.data_aws_partition import DataAwsPartition
-from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
 from cdktf_cdktf_provider_aws.data_aws_secretsmanager_random_password import (
     DataAwsSecretsmanagerRandomPassword,
 )
@@ -63,6 +60,7 @@ from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
 from constructs import Construct
 
+from iot_constructs.account import Account
 from iot_constructs.iam import allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.naming import Naming
@@ -203,6 +201,7 @@ DatabaseEngine = Literal["rds", "aurora-serverless"]
 @dataclass(frozen=True)
 class DatabaseProps:
     naming: Naming
+    account: Account
     engine: DatabaseEngine
     """"rds": one PostgreSQL instance (Multi-AZ when `multi_az`); "aurora-serverless": an Aurora
     PostgreSQL Serverless v2 cluster scaling between `min_capacity` and `max_capacity`."""
@@ -261,13 +260,13 @@ class Database(Construct):
             "monitoring-role",
             name=naming.name("postgres-monitoring"),
             service="monitoring.rds.amazonaws.com",
+            account=props.account,
         )
-        partition = DataAwsPartition(self, "partition").partition
         IamRolePolicyAttachment(
             self,
             "monitoring-policy",
             role=monitoring_role.name,
-            policy_arn=f"arn:{partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole",
+            policy_arn=f"arn:{props.account.partition}:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole",
         )
         log_group_prefix = f"/aws/rds/{'cluster' if aurora else 'instance'}/{identifier}"
         # Created before the database, so RDS exports its logs into encrypted groups with a retention.
@@ -385,9 +384,7 @@ class Database(Construct):
                 automatically_after_days=props.password_rotation_days
             ),
         )
-        self._region = DataAwsRegion(self, "region").name
-        self._account = DataAwsCallerIdentity(self, "account").account_id
-        self._partition = partition
+        self._account = props.account
 
     def allow_connections_from(self, id: str, security_group_id: str) -> None:
         """Admit PostgreSQL connections from the members of `security_group_id`."""
@@ -395,8 +392,9 @@ class Database(Construct):
 
     def grant_connect(self, role: IamRole) -> None:
         """Let `role` sign in as the IAM-authenticated application user."""
+        account = self._account
         user = (
-            f"arn:{self._partition}:rds-db:{self._region}:{self._account}:dbuser:"
+            f"arn:{account.partition}:rds-db:{account.region}:{account.id}:dbuser:"
             f"{self._resource_id}/{IAM_DATABASE_USER}"
         )
         grant(self, role, "connect-postgres", [allow(["rds-db:connect"], [user])])

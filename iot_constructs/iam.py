@@ -2,7 +2,6 @@
 
 from collections.abc import Sequence
 
-from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
     DataAwsIamPolicyDocument,
     DataAwsIamPolicyDocumentStatement,
@@ -13,14 +12,15 @@ from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.iam_role_policy import IamRolePolicy
 from constructs import Construct
 
+from iot_constructs.account import Account
+
 
 def allow(actions: Sequence[str], resources: Sequence[str]) -> DataAwsIamPolicyDocumentStatement:
     return DataAwsIamPolicyDocumentStatement(actions=list(actions), resources=list(resources))
 
 
-def service_role(scope: Construct, id: str, *, name: str, service: str) -> IamRole:
-    """A role that only `service` (for example "lambda.amazonaws.com") assumes, and only for this account."""
-    account = DataAwsCallerIdentity(scope, f"{id}-account").account_id
+def service_role(scope: Construct, id: str, *, name: str, service: str, account: Account) -> IamRole:
+    """A role that only `service` (for example "lambda.amazonaws.com") assumes, and only for `account`."""
     trust = DataAwsIamPolicyDocument(
         scope,
         f"{id}-trust",
@@ -33,7 +33,7 @@ def service_role(scope: Construct, id: str, *, name: str, service: str) -> IamRo
                 # Guards against the confused deputy: the service acts for this account only.
                 condition=[
                     DataAwsIamPolicyDocumentStatementCondition(
-                        test="StringEquals", variable="aws:SourceAccount", values=[account]
+                        test="StringEquals", variable="aws:SourceAccount", values=[account.id]
                     )
                 ],
             )

@@ -1,23 +1,23 @@
 from dataclasses import dataclass
 
-from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
     DataAwsIamPolicyDocument,
     DataAwsIamPolicyDocumentStatement,
     DataAwsIamPolicyDocumentStatementCondition,
     DataAwsIamPolicyDocumentStatementPrincipals,
 )
-from cdktf_cdktf_provider_aws.data_aws_partition import DataAwsPartition
-from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
 from cdktf_cdktf_provider_aws.kms_alias import KmsAlias
 from cdktf_cdktf_provider_aws.kms_key import KmsKey
 from constructs import Construct
+
+from iot_constructs.account import Account
 
 
 @dataclass(frozen=True)
 class EncryptionKeyProps:
     """A customer-managed KMS key with yearly automatic rotation and an alias."""
 
+    account: Account
     alias: str
     """The alias, without the `alias/` prefix."""
     description: str
@@ -38,8 +38,8 @@ class EncryptionKey(Construct):
             raise ValueError(
                 f"deletion_window_days must be between 7 and 30, got {props.deletion_window_days}"
             )
-        account = DataAwsCallerIdentity(self, "account").account_id
-        partition = DataAwsPartition(self, "partition").partition
+        account = props.account
+        partition = account.partition
         statements = [
             # Key administration stays with the account; IAM policies grant use to principals.
             DataAwsIamPolicyDocumentStatement(
@@ -48,13 +48,13 @@ class EncryptionKey(Construct):
                 resources=["*"],  # in a key policy, "*" means this key
                 principals=[
                     DataAwsIamPolicyDocumentStatementPrincipals(
-                        type="AWS", identifiers=[f"arn:{partition}:iam::{account}:root"]
+                        type="AWS", identifiers=[f"arn:{partition}:iam::{account.id}:root"]
                     )
                 ],
             )
         ]
         if props.cloudwatch_logs:
-            region = DataAwsRegion(self, "region").name
+            region = account.region
             statements.append(
                 DataAwsIamPolicyDocumentStatement(
                     sid="CloudWatchLogsEncrypts",
@@ -75,7 +75,7 @@ class EncryptionKey(Construct):
                         DataAwsIamPolicyDocumentStatementCondition(
                             test="ArnLike",
                             variable="kms:EncryptionContext:aws:logs:arn",
-                            values=[f"arn:{partition}:logs:{region}:{account}:log-group:*"],
+                            values=[f"arn:{partition}:logs:{region}:{account.id}:log-group:*"],
                         )
                     ],
                 )
@@ -93,7 +93,7 @@ class EncryptionKey(Construct):
                     ],
                     condition=[
                         DataAwsIamPolicyDocumentStatementCondition(
-                            test="StringEquals", variable="aws:SourceAccount", values=[account]
+                            test="StringEquals", variable="aws:SourceAccount", values=[account.id]
                         )
                     ],
                 )

@@ -3,7 +3,6 @@ from ipaddress import IPv4Network
 from typing import Literal, get_args
 
 from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
-from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
 from cdktf_cdktf_provider_aws.default_security_group import DefaultSecurityGroup
 from cdktf_cdktf_provider_aws.eip import Eip
 from cdktf_cdktf_provider_aws.flow_log import FlowLog
@@ -19,6 +18,7 @@ from cdktf_cdktf_provider_aws.vpc_endpoint import VpcEndpoint
 from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
 from constructs import Construct
 
+from iot_constructs.account import Account
 from iot_constructs.iam import allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.naming import Naming
@@ -37,6 +37,7 @@ gateway in the first AZ for all: cheaper, but one AZ's outage cuts egress) or "p
 @dataclass(frozen=True)
 class NetworkProps:
     naming: Naming
+    account: Account
     cidr: str
     """The VPC's IPv4 block, a /16 to /24; each subnet gets a sixteenth of it."""
     availability_zones: tuple[str, ...]
@@ -69,7 +70,7 @@ class Network(Construct):
         if not 2 <= az_count <= MAX_AZ_COUNT:
             raise ValueError(f"give 2 to {MAX_AZ_COUNT} availability_zones, got {props.availability_zones}")
         naming = props.naming
-        region = DataAwsRegion(self, "region").name
+        region = props.account.region
 
         vpc = Vpc(
             self,
@@ -206,9 +207,9 @@ class Network(Construct):
                 )
             self.endpoint_security_group_id = endpoint_sg_id
 
-        self._flow_logs(props, vpc)
+        self._flow_logs(props)
 
-    def _flow_logs(self, props: NetworkProps, vpc: Vpc) -> None:
+    def _flow_logs(self, props: NetworkProps) -> None:
         naming = props.naming
         log_group = CloudwatchLogGroup(
             self,
@@ -218,7 +219,11 @@ class Network(Construct):
             kms_key_id=props.flow_log_key.key_arn,
         )
         role = service_role(
-            self, "flow-log-role", name=naming.name("flow-logs"), service="vpc-flow-logs.amazonaws.com"
+            self,
+            "flow-log-role",
+            name=naming.name("flow-logs"),
+            service="vpc-flow-logs.amazonaws.com",
+            account=props.account,
         )
         grant(
             self,
@@ -234,7 +239,7 @@ class Network(Construct):
         FlowLog(
             self,
             "flow-log",
-            vpc_id=vpc.id,
+            vpc_id=self.vpc_id,
             traffic_type="ALL",
             log_destination_type="cloud-watch-logs",
             log_destination=log_group.arn,

@@ -17,9 +17,9 @@ from cdktf_cdktf_provider_aws.cloudwatch_metric_alarm import (
     CloudwatchMetricAlarmMetricQuery,
     CloudwatchMetricAlarmMetricQueryMetric,
 )
-from cdktf_cdktf_provider_aws.data_aws_region import DataAwsRegion
 from constructs import Construct
 
+from iot_constructs.account import Account
 from iot_constructs.alarm_thresholds import AlarmThresholds
 from iot_constructs.api import Api
 from iot_constructs.compute import Function, WorkerService
@@ -34,6 +34,7 @@ Missing = Literal["breaching", "notBreaching", "missing"]
 @dataclass(frozen=True)
 class ObservabilityProps:
     naming: Naming
+    account: Account
     alert_topic_arn: str
     thresholds: AlarmThresholds
     api: Api
@@ -384,7 +385,7 @@ class Observability(Construct):
 
     def _dashboard(self, props: ObservabilityProps) -> None:
         """Top to bottom as on-call reads it: is the API healthy, is data flowing, what is saturated."""
-        region = DataAwsRegion(self, "region").name
+        region = props.account.region
         api = ["ApiName", props.api.api_name, "Stage", props.api.stage_name]
         stream = ["StreamName", props.stream.stream_name]
 

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from cdktf_cdktf_provider_aws.data_aws_caller_identity import DataAwsCallerIdentity
 from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
     DataAwsIamPolicyDocument,
     DataAwsIamPolicyDocumentStatement,
@@ -18,6 +17,7 @@ from cdktf_cdktf_provider_aws.sqs_queue import SqsQueue
 from cdktf_cdktf_provider_aws.sqs_queue_policy import SqsQueuePolicy
 from constructs import Construct
 
+from iot_constructs.account import Account
 from iot_constructs.iam import allow, grant
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.naming import Naming
@@ -94,6 +94,7 @@ class DeadLetterQueue(Construct):
 @dataclass(frozen=True)
 class StreamProps:
     naming: Naming
+    account: Account
     mode: StreamMode
     """"on-demand" scales by itself; "provisioned" has `shard_count` shards."""
     retention_hours: int
@@ -147,7 +148,6 @@ class Stream(Construct):
         topic = SnsTopic(
             self, "alerts", name=naming.name("alerts"), kms_master_key_id=props.alerts_key.key_arn
         )
-        account = DataAwsCallerIdentity(self, "account").account_id
         topic_policy = DataAwsIamPolicyDocument(
             self,
             "alerts-policy",
@@ -163,7 +163,7 @@ class Stream(Construct):
                     ],
                     condition=[
                         DataAwsIamPolicyDocumentStatementCondition(
-                            test="StringEquals", variable="aws:SourceAccount", values=[account]
+                            test="StringEquals", variable="aws:SourceAccount", values=[props.account.id]
                         )
                     ],
                 ),

@@ -9,9 +9,8 @@ deployed local stack without them and expects exactly these attributes to differ
 
 from dataclasses import dataclass
 
-import jsii
-from cdktf import IAspect, TerraformResource
-from constructs import IConstruct
+from cdktf import TerraformResource
+from constructs import Construct
 
 # Resource types left out of the local stack, with what moto does to them. Nothing may refer to them: a
 # reference left dangling fails `terraform validate`, and then the local configuration (stacks/config.py)
@@ -109,33 +108,35 @@ IGNORED_DRIFT = (
 )
 
 
-@jsii.implements(IAspect)
-class EmulatorWorkarounds:
-    """Applies this module's workarounds to every resource of a stack that runs on the emulator."""
+def apply_workarounds(stack: Construct) -> None:
+    """Apply this module's workarounds to every resource of `stack`, which must be complete.
 
-    def __init__(self) -> None:
-        # Each binding class declares one resource type: asking the kernel once per class is enough.
-        self._resource_types: dict[type, str] = {}
+    A walk over the finished construct tree rather than an aspect: the kernel would call an aspect
+    written in Python once for every construct of the stack, a round trip each.
+    """
+    resource_types: dict[type, str] = {}  # each binding class declares one resource type
+    for node in stack.node.find_all():
+        if isinstance(node, TerraformResource):
+            resource_type = resource_types.get(type(node))
+            if resource_type is None:
+                resource_type = resource_types[type(node)] = node.terraform_resource_type
+            _apply(node, resource_type)
 
-    def visit(self, node: IConstruct) -> None:
-        if not isinstance(node, TerraformResource):
-            return
-        resource_type = self._resource_types.get(type(node))
-        if resource_type is None:
-            resource_type = self._resource_types[type(node)] = node.terraform_resource_type
-        if resource_type in UNSUPPORTED_RESOURCES:
-            scope = node.node.scope
-            assert scope is not None  # a resource always has a parent
-            scope.node.try_remove_child(node.node.id)
-            return
-        for omitted in OMITTED_ARGUMENTS:
-            if omitted.resource_type == resource_type:
-                node.add_override(omitted.attribute, None)  # None deletes the argument
-        ignored = [drift.attribute for drift in IGNORED_DRIFT if drift.resource_type == resource_type]
-        if not ignored:
-            return
-        lifecycle = node.lifecycle
-        current = lifecycle.ignore_changes if lifecycle else None
-        if current != "all":
-            # An override: a new lifecycle object would drop the resource's other lifecycle settings.
-            node.add_override("lifecycle.ignore_changes", [*(current or []), *ignored])
+
+def _apply(resource: TerraformResource, resource_type: str) -> None:
+    if resource_type in UNSUPPORTED_RESOURCES:
+        scope = resource.node.scope
+        assert scope is not None  # a resource always has a parent
+        scope.node.try_remove_child(resource.node.id)
+        return
+    for omitted in OMITTED_ARGUMENTS:
+        if omitted.resource_type == resource_type:
+            resource.add_override(omitted.attribute, None)  # None deletes the argument
+    ignored = [drift.attribute for drift in IGNORED_DRIFT if drift.resource_type == resource_type]
+    if not ignored:
+        return
+    lifecycle = resource.lifecycle
+    current = lifecycle.ignore_changes if lifecycle else None
+    if current != "all":
+        # An override: a new lifecycle object would drop the resource's other lifecycle settings.
+        resource.add_override("lifecycle.ignore_changes", [*(current or []), *ignored])

@@ -1,11 +1,12 @@
 from collections.abc import Callable
 from typing import Any
 
-from cdktf import Aspects, S3Backend, TerraformOutput, TerraformResourceLifecycle, TerraformStack
+from cdktf import S3Backend, TerraformOutput, TerraformResourceLifecycle, TerraformStack
 from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags, AwsProviderEndpoints
 from cdktf_cdktf_provider_aws.ssm_parameter import SsmParameter
 from constructs import Construct
 
+from iot_constructs.account import Account
 from iot_constructs.api import Api, ApiProps
 from iot_constructs.compute import (
     WORKER_ARTEFACTS_DIR,
@@ -32,7 +33,7 @@ from iot_constructs.network import Network, NetworkProps
 from iot_constructs.observability import Observability, ObservabilityProps
 from iot_constructs.stream import Stream, StreamProps
 from stacks.config import OWNER, PROJECT, EnvironmentConfig
-from stacks.emulator import EmulatorWorkarounds
+from stacks.emulator import apply_workarounds
 
 # Every AWS service the platform calls; in the local environment each one goes to the emulator.
 # Spelled as AwsProviderEndpoints' arguments ("lambda_" is the provider's "lambda").
@@ -70,15 +71,15 @@ class PlatformStack(TerraformStack):
     def __init__(self, scope: Construct, config: EnvironmentConfig) -> None:
         super().__init__(scope, config.stack_name)
         self._terraform_settings(config)
-        if config.emulator_endpoint:
-            Aspects.of(self).add(EmulatorWorkarounds())
         naming = config.naming
+        account = Account.of(self)
 
         def key(id: str, purpose: str, **service_access: bool) -> EncryptionKey:
             return EncryptionKey(
                 self,
                 f"{id}-key",
                 EncryptionKeyProps(
+                    account=account,
                     alias=naming.name(id),
                     description=f"Encrypts {purpose} of {config.stack_name}",
                     deletion_window_days=config.kms_deletion_window_days,
@@ -96,6 +97,7 @@ class PlatformStack(TerraformStack):
             "network",
             NetworkProps(
                 naming=naming,
+                account=account,
                 cidr=config.network.cidr,
                 availability_zones=config.availability_zones,
                 nat_mode=config.network.nat_mode,
@@ -109,6 +111,7 @@ class PlatformStack(TerraformStack):
             "stream",
             StreamProps(
                 naming=naming,
+                account=account,
                 mode=config.stream.mode,
                 shard_count=config.stream.shard_count,
                 retention_hours=config.stream.retention_hours,
@@ -153,6 +156,7 @@ class PlatformStack(TerraformStack):
                 component,
                 FunctionProps(
                     naming=naming,
+                    account=account,
                     component=component,
                     environment={
                         "POWERTOOLS_SERVICE_NAME": component,
@@ -228,6 +232,7 @@ class PlatformStack(TerraformStack):
             "postgres",
             DatabaseProps(
                 naming=naming,
+                account=account,
                 engine=database_config.engine,
                 network=network,
                 key=data_key,
@@ -259,6 +264,7 @@ class PlatformStack(TerraformStack):
             "worker",
             WorkerProps(
                 naming=naming,
+                account=account,
                 network=network,
                 key=data_key,
                 logs_key=logs_key,
@@ -318,6 +324,7 @@ class PlatformStack(TerraformStack):
             "api",
             ApiProps(
                 naming=naming,
+                account=account,
                 ingest=ingest,
                 query=query,
                 logs_key=logs_key,
@@ -338,6 +345,7 @@ class PlatformStack(TerraformStack):
             "observability",
             ObservabilityProps(
                 naming=naming,
+                account=account,
                 alert_topic_arn=stream.alert_topic_arn,
                 thresholds=config.alarms,
                 api=api,
@@ -396,6 +404,8 @@ class PlatformStack(TerraformStack):
         }
         for name, (value, description) in outputs.items():
             TerraformOutput(self, name, value=value, description=description)
+        if config.emulator_endpoint:
+            apply_workarounds(self)
 
     def _cache(
         self,

@@ -271,6 +271,7 @@ def test_grant_read_secret_allows_reading_the_secret_and_decrypting_it_only() ->
     from cdktf import App, TerraformStack, Testing
     from cdktf_cdktf_provider_aws.iam_role import IamRole
 
+    from iot_constructs.account import Account
     from iot_constructs.datastores import Database, DatabaseProps
     from iot_constructs.kms import EncryptionKey, EncryptionKeyProps
     from iot_constructs.naming import Naming
@@ -278,14 +279,18 @@ def test_grant_read_secret_allows_reading_the_secret_and_decrypting_it_only() ->
 
     naming = Naming(PROJECT, "unit")
     stack = TerraformStack(App(), "unit")
+    account = Account.of(stack)
     key = EncryptionKey(
-        stack, "key", EncryptionKeyProps(alias="unit", description="unit", deletion_window_days=7)
+        stack,
+        "key",
+        EncryptionKeyProps(account=account, alias="unit", description="unit", deletion_window_days=7),
     )
     network = Network(
         stack,
         "network",
         NetworkProps(
             naming=naming,
+            account=account,
             cidr="10.0.0.0/16",
             availability_zones=("us-east-1a", "us-east-1b"),
             nat_mode="none",
@@ -298,6 +303,7 @@ def test_grant_read_secret_allows_reading_the_secret_and_decrypting_it_only() ->
         "postgres",
         DatabaseProps(
             naming=naming,
+            account=account,
             engine="rds",
             network=network,
             key=key,
