@@ -3,8 +3,9 @@
     pipenv run python -m bench.synth [--runs N]
 
 Each measurement is a fresh interpreter, as users run it: `synth` synthesizes every environment through
-main.synth_all, `import` only imports the stacks and with them every binding the synth uses. Wall time
-is the median of N runs and includes interpreter start and exit; peak memory is the largest seen.
+main.synth_all, `import` only imports the stacks and with them every binding the synth uses. Runs of
+the four measurements alternate; wall time is the median of N runs and includes interpreter start and
+exit; peak memory is the largest seen.
 Run `make setup` first, so that the lazy view is built and the jsii package cache is warm.
 """
 
@@ -71,11 +72,13 @@ def main() -> None:
         sys.exit(f"cannot measure fast synth: {reason}")
 
     print(f"{args.runs} runs each, on {os.cpu_count()} CPUs with a load average of {os.getloadavg()[0]:.1f}")
-    results = {
-        (scenario, fast): measure(scenario, fast, args.runs)
-        for scenario in SCENARIOS
-        for fast in (False, True)
+    samples: dict[tuple[str, bool], list[Sample]] = {
+        (scenario, on): [] for scenario in SCENARIOS for on in (False, True)
     }
+    for _ in range(args.runs):  # interleaved, so that the machine's drift touches every measurement alike
+        for (scenario, on), taken in samples.items():
+            taken.append(sample(scenario, on))
+    results = {key: summarize(*key, taken) for key, taken in samples.items()}
     print(f"{'':<18} {'wall s':>7} {'python MiB':>10} {'node MiB':>8} {'total MiB':>9}")
     for result in results.values():
         print(result.row())
@@ -97,29 +100,30 @@ def verdict(met: bool) -> str:
     return "met" if met else "MISSED"
 
 
-def measure(scenario: str, fast: bool, runs: int) -> Result:
-    environ = {**os.environ, lazy_provider.ENV_VAR: "1" if fast else "0"}
-    samples = []
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory(prefix="bench-synth-") as outdir:
-            start = time.perf_counter()
-            completed = subprocess.run(
-                [sys.executable, "-m", "bench.synth", "--child", scenario, outdir],
-                cwd=lazy_provider.PROJECT_ROOT,
-                env=environ,
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            wall_seconds = time.perf_counter() - start
-        if completed.returncode != 0:
-            sys.exit(f"{scenario} (fast={fast}) failed:\n{completed.stderr}")
-        sample = Sample(wall_seconds=wall_seconds, **json.loads(completed.stdout.splitlines()[-1]))
-        if sample.lazy != fast:
-            sys.exit(f"{scenario} (fast={fast}) ran with the lazy view {'on' if sample.lazy else 'off'}")
-        if sample.node_mib == 0:
-            sys.exit(f"{scenario} (fast={fast}): Node's peak is unknown: jsii did not wait for Node to exit")
-        samples.append(sample)
+def sample(scenario: str, fast: bool) -> Sample:
+    """One run of `scenario` in a fresh interpreter, with fast synth on or off."""
+    with tempfile.TemporaryDirectory(prefix="bench-synth-") as outdir:
+        start = time.perf_counter()
+        completed = subprocess.run(
+            [sys.executable, "-m", "bench.synth", "--child", scenario, outdir],
+            cwd=lazy_provider.PROJECT_ROOT,
+            env={**os.environ, lazy_provider.ENV_VAR: "1" if fast else "0"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        wall_seconds = time.perf_counter() - start
+    if completed.returncode != 0:
+        sys.exit(f"{scenario} (fast={fast}) failed:\n{completed.stderr}")
+    taken = Sample(wall_seconds=wall_seconds, **json.loads(completed.stdout.splitlines()[-1]))
+    if taken.lazy != fast:
+        sys.exit(f"{scenario} (fast={fast}) ran with fast synth {'on' if taken.lazy else 'off'}")
+    if taken.node_mib == 0:
+        sys.exit(f"{scenario} (fast={fast}): Node's peak is unknown: jsii did not wait for Node to exit")
+    return taken
+
+
+def summarize(scenario: str, fast: bool, samples: list[Sample]) -> Result:
     return Result(
         label=f"{'fast' if fast else 'stock'} {scenario}",
         wall_seconds=statistics.median(sample.wall_seconds for sample in samples),
