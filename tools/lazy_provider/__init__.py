@@ -110,10 +110,11 @@ def _skip_binding_type_checks() -> None:
 
     Before each call into the bindings, the generated code resolves a stub function's annotations with
     typing.get_type_hints and checks every argument against them with typeguard: about a fifth of a
-    synth's time. The kernel validates every value it receives against the same declarations and names
-    the parameter it rejects, and mypy checks the project's calls statically. The stubs' annotations are
-    still resolved (once each, as newer jsii generators do), as the generated code reads them; the check
-    itself accepts everything. The stock synth, which tests/test_fast_synth.py runs in CI, keeps the checks.
+    synth's time. The kernel checks the values it receives against the same declarations (a string for a
+    number, a list for a string, a wrong object: refused, naming the parameter), and mypy checks the
+    project's calls against them statically. The stubs' annotations are still resolved, as the generated
+    code reads them, but once each (as newer jsii generators do); the check itself accepts everything.
+    The stock synth, which tests/test_fast_synth.py runs in CI, keeps the checks.
     """
     import typeguard
 
