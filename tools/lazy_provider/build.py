@@ -10,6 +10,7 @@ themselves are still loaded from site-packages.
 from __future__ import annotations
 
 import ast
+import compileall
 import gzip
 import hashlib
 import importlib.resources
@@ -174,6 +175,8 @@ def write_view(stock: StockPackage, view: Path) -> None:
         encoding="utf-8",
     )
     (jsii_dir / "__init__.py").write_text(jsii_init_with_map(stock), encoding="utf-8")
+    # Compiled now: where Python writes no bytecode (PYTHONDONTWRITEBYTECODE) every synth would compile them.
+    compileall.compile_dir(view / PACKAGE, quiet=1)
     write_lazy_tarball(stock, view_tarball(stock, view))
     write_direct_kernel(view / KERNEL_PROGRAM.relative_to(VIEW_DIR))
     (view / MANIFEST.name).write_text(json.dumps(asdict(stock.manifest), indent=2) + "\n", encoding="utf-8")
