@@ -76,3 +76,18 @@ def test_what_the_direct_kernel_prints_stays_out_of_its_answers() -> None:
         {"stdout": base64.b64encode(b"printed\n").decode()},
         {"stderr": base64.b64encode(b"warned\n").decode()},
     ]
+
+
+def test_the_local_tooling_enables_fast_synth_before_it_loads_the_kernel() -> None:
+    """tools.local imports cdktf as it loads, so it has to turn fast synth on before anything else."""
+    reason = lazy_provider.unavailable_reason()
+    require(reason is None, f"fast synth is unavailable: {reason}")
+    completed = subprocess.run(
+        [sys.executable, "-m", "tools.local", "--help"],
+        cwd=lazy_provider.PROJECT_ROOT,
+        env={**os.environ, lazy_provider.ENV_VAR: "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "fast synth is off" not in completed.stderr, completed.stderr
