@@ -78,6 +78,38 @@ def test_what_the_direct_kernel_prints_stays_out_of_its_answers() -> None:
     ]
 
 
+# Runs in node from the project root: its node_modules holds the cdktf that cdktf-cli 0.21.0 pins, the
+# release the Python package's kernel loads. Prints which stack traces were captured, as JSON.
+CAPTURES = """
+const { captureStackTrace: cdktfTrace } = require("cdktf/lib/tokens/private/stack-trace");
+const other = {};
+Error.captureStackTrace(other);
+const thrown = new Error("failed");
+console.log(JSON.stringify({
+  cdktf: cdktfTrace().length > 0,
+  other: other.stack.split("\\n").length > 1,
+  error: thrown.stack.split("\\n").length > 1,
+}));
+"""
+
+
+def captured_traces(*, prelude: bool) -> dict[str, bool]:
+    require(shutil.which("node") is not None, "node is not on PATH")
+    script = (f"require({json.dumps(str(KERNEL_PRELUDE))});" if prelude else "") + CAPTURES
+    completed = subprocess.run(
+        ["node", "-e", script], cwd=lazy_provider.PROJECT_ROOT, capture_output=True, text=True, check=True
+    )
+    # With the prelude, what the kernel prints arrives on stderr, as the relay would send it.
+    printed = base64.b64decode(json.loads(completed.stderr)["stdout"]) if prelude else completed.stdout
+    traces: dict[str, bool] = json.loads(printed)
+    return traces
+
+
+def test_the_direct_kernel_skips_only_the_creation_traces_of_cdktf_tokens() -> None:
+    assert captured_traces(prelude=False) == {"cdktf": True, "other": True, "error": True}
+    assert captured_traces(prelude=True) == {"cdktf": False, "other": True, "error": True}
+
+
 def test_the_local_tooling_enables_fast_synth_before_it_loads_the_kernel() -> None:
     """tools.local imports cdktf as it loads, so it has to turn fast synth on before anything else."""
     reason = lazy_provider.unavailable_reason()

@@ -31,7 +31,7 @@ MANIFEST = VIEW_DIR / "manifest.json"
 KERNEL_PROGRAM = VIEW_DIR / "jsii-kernel" / "lib" / "program.js"
 KERNEL_NODE = Path(__file__).with_name("jsii-node")
 # Bumped whenever the generated view changes shape, so that views built by older code are rebuilt.
-FORMAT = 3
+FORMAT = 4
 SETUP_HINT = "run `make setup`"
 # What jsii's generated bindings name the functions whose annotations their type checks read.
 TYPE_CHECKING_STUB_PREFIX = "_typecheckingstub__"
