@@ -78,6 +78,63 @@ def test_what_the_direct_kernel_prints_stays_out_of_its_answers() -> None:
     ]
 
 
+# Sends a struct that holds a list of structs as jsii does and as fast synth does, printing both.
+STRUCTS = """
+import json
+from jsii import _kernel
+from tools import lazy_provider
+
+stock = _kernel._make_reference_for_native
+lazy_provider.enable()
+from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
+    DataAwsIamPolicyDocumentConfig as Document,
+    DataAwsIamPolicyDocumentStatement as Statement,
+    DataAwsIamPolicyDocumentStatementPrincipals as Principals,
+)
+
+document = Document(
+    statement=[
+        Statement(actions=["s3:GetObject"], principals=[Principals(type="Service", identifiers=["a"])]),
+        Statement(effect="Deny", not_actions=["*"], resources=["*"]),
+    ],
+    version="2012-10-17",
+    provider=None,
+)
+fast = _kernel._make_reference_for_native
+print(json.dumps({"stock": stock(None, document), "fast": fast(None, document)}))
+"""
+
+
+def without_nulls(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
+def test_fast_synth_sends_structs_without_their_unset_fields_which_the_kernel_drops() -> None:
+    reason = lazy_provider.unavailable_reason()
+    require(reason is None, f"fast synth is unavailable: {reason}")
+    completed = subprocess.run(
+        [sys.executable, "-c", STRUCTS],
+        cwd=lazy_provider.PROJECT_ROOT,
+        env={**os.environ, lazy_provider.ENV_VAR: "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    sent = json.loads(completed.stdout)
+    assert sent["stock"]["$jsii.struct"]["data"]["provider"] is None  # jsii sends what is unset as null
+    assert sent["fast"] == without_nulls(sent["stock"])
+    assert sent["fast"]["$jsii.struct"]["data"]["statement"][1] == {
+        "$jsii.struct": {
+            "fqn": "@cdktf/provider-aws.dataAwsIamPolicyDocument.DataAwsIamPolicyDocumentStatement",
+            "data": {"effect": "Deny", "notActions": ["*"], "resources": ["*"]},
+        }
+    }
+
+
 # Runs in node from the project root: its node_modules holds the cdktf that cdktf-cli 0.21.0 pins, the
 # release the Python package's kernel loads. Prints which stack traces were captured, as JSON.
 CAPTURES = """

@@ -4,10 +4,11 @@ Importing anything from cdktf_cdktf_provider_aws runs its package `__init__`, wh
 resource modules, and the jsii kernel then requires all of them again in Node. The view, generated from
 the installed package by `python -m tools.lazy_provider build` into `.cache/lazy-provider/`, shadows the
 package with one whose submodules load on first use, backed by a copy of the provider's jsii tarball
-whose `index.js` defers each `require` the same way. Two costs of every call go too: the view runs a copy
-of the jsii kernel that talks to Python without jsii's relay process (kernel_prelude.js), and the
-bindings' Python-side type checks, which the kernel repeats, are skipped. Entry points call `enable()`
-before anything imports the bindings; `IOT_FAST_SYNTH=0` turns it all off.
+whose `index.js` defers each `require` the same way. Calls into the kernel get cheaper too: the view runs
+a copy of the jsii kernel that talks to Python without jsii's relay process and does not record a stack
+trace for each token cdktf creates (kernel_prelude.js); the bindings' Python-side type checks, which the
+kernel repeats, are skipped; and structs are sent with only the fields they hold. Entry points call
+`enable()` before anything imports the bindings; `IOT_FAST_SYNTH=0` turns it all off.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def enable(environ: Mapping[str, str] = os.environ) -> bool:
         return False
     sys.path.insert(0, str(VIEW_DIR))
     _skip_binding_type_checks()
+    _send_only_the_fields_structs_hold()
     _start_direct_kernel()
     return True
 
@@ -140,3 +142,26 @@ def _skip_binding_type_checks() -> None:
 
     typing.get_type_hints = get_type_hints
     typeguard.check_type = accept
+
+
+def _send_only_the_fields_structs_hold() -> None:
+    """Send each struct to the kernel as the fields it holds rather than as every field it declares.
+
+    jsii sends a struct (the config of a resource, a policy statement) by reading every property its
+    class declares, each read evaluating the property's typing.cast annotation, and sends the unset ones
+    as nulls, which the kernel then drops from the struct it builds. The generated constructor keeps each
+    argument that is not None in the struct's `_values`; sending just those gives the kernel the same
+    struct, about 0.4 s sooner in a synth of every environment. Every other value is sent as jsii sends it.
+    """
+    from jsii import _kernel
+
+    stock = _kernel._make_reference_for_native
+
+    def make_reference_for_native(kernel: _kernel.Kernel, d: Any) -> Any:  # named as jsii names them
+        names = getattr(d, "__jsii_name_mapping__", None)  # what a struct's fields are called in jsii
+        if names is None:
+            return stock(kernel, d)  # which calls this function for the items of lists and maps
+        fields = {names[name]: make_reference_for_native(kernel, value) for name, value in d._values.items()}
+        return {"$jsii.struct": {"fqn": d.__jsii_type__, "data": fields}}
+
+    _kernel._make_reference_for_native = make_reference_for_native
