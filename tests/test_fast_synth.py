@@ -1,16 +1,19 @@
 """Fast synth (tools/lazy_provider) changes how the provider bindings load, never what is synthesized."""
 
 import base64
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from tests.conftest import STACK_NAMES, SYNTH_ENVIRON, require
 from tools import lazy_provider
 from tools.lazy_provider.build import KERNEL_PRELUDE
+from tools.lazy_provider.postponed import PostponedAnnotationsFinder, PostponedAnnotationsLoader
 
 # A fresh interpreter per synth, as a process imports the provider bindings only one way.
 SYNTH = """
@@ -76,6 +79,44 @@ def test_what_the_direct_kernel_prints_stays_out_of_its_answers() -> None:
         {"stdout": base64.b64encode(b"printed\n").decode()},
         {"stderr": base64.b64encode(b"warned\n").decode()},
     ]
+
+
+def load_postponed(finder: PostponedAnnotationsFinder, name: str, path: Path) -> ModuleType:
+    spec = finder.find_spec(name, [str(path)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_submodules_load_with_postponed_annotations_from_bytecode_cached_like_python_caches_it(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "package" / "submodule" / "__init__.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("def f(x: Undefined) -> None: ...\nVALUE = 1\n")
+    finder = PostponedAnnotationsFinder("package", tmp_path / "cache")
+    assert finder.find_spec("package._private", [str(source.parents[1])]) is None
+    assert finder.find_spec("other.submodule", [str(source.parents[1])]) is None
+
+    module = load_postponed(finder, "package.submodule", source.parents[1])
+    assert module.f.__annotations__ == {"x": "Undefined", "return": "None"}  # eagerly: a NameError
+    assert (tmp_path / "cache" / "package.submodule.bytecode").is_file()
+
+    written = source.stat().st_mtime_ns
+    source.write_text("def f(x: Undefined) -> None: ...\nVALUE = 2\n")  # same size and time: cached
+    os.utime(source, ns=(written, written))
+    assert load_postponed(finder, "package.submodule", source.parents[1]).VALUE == 1
+    source.write_text("def f(x: Undefined) -> None: ...\nVALUE = 22\n")
+    assert load_postponed(finder, "package.submodule", source.parents[1]).VALUE == 22
+
+
+def test_fast_synth_loads_the_provider_submodules_with_postponed_annotations() -> None:
+    from cdktf_cdktf_provider_aws import sqs_queue
+
+    require(lazy_provider.active(), f"fast synth is off: {lazy_provider.unavailable_reason()}")
+    assert isinstance(sqs_queue.__spec__.loader, PostponedAnnotationsLoader)
+    assert sqs_queue.SqsQueue.__init__.__annotations__["scope"] == "_constructs_77d1e7e8.Construct"
 
 
 # Sends a struct that holds a list of structs as jsii does and as fast synth does, printing both.

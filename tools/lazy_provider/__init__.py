@@ -3,12 +3,13 @@
 Importing anything from cdktf_cdktf_provider_aws runs its package `__init__`, which imports all 2,135
 resource modules, and the jsii kernel then requires all of them again in Node. The view, generated from
 the installed package by `python -m tools.lazy_provider build` into `.cache/lazy-provider/`, shadows the
-package with one whose submodules load on first use, backed by a copy of the provider's jsii tarball
-whose `index.js` defers each `require` the same way. Calls into the kernel get cheaper too: the view runs
-a copy of the jsii kernel that talks to Python without jsii's relay process and does not record a stack
-trace for each token cdktf creates (kernel_prelude.js); the bindings' Python-side type checks, which the
-kernel repeats, are skipped; and structs are sent with only the fields they hold. Entry points call
-`enable()` before anything imports the bindings; `IOT_FAST_SYNTH=0` turns it all off.
+package with one whose submodules load on first use, with their annotations unevaluated (postponed.py),
+backed by a copy of the provider's jsii tarball whose `index.js` defers each `require` the same way.
+Calls into the kernel get cheaper too: the view runs a copy of the jsii kernel that talks to Python
+without jsii's relay process and does not record a stack trace for each token cdktf creates
+(kernel_prelude.js); the bindings' Python-side type checks, which the kernel repeats, are skipped; and
+structs are sent with only the fields they hold. Entry points call `enable()` before anything imports
+the bindings; `IOT_FAST_SYNTH=0` turns it all off.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tools.lazy_provider.postponed import PostponedAnnotationsFinder
+
 ENV_VAR = "IOT_FAST_SYNTH"
 PACKAGE = "cdktf_cdktf_provider_aws"
 DISTRIBUTION = "cdktf-cdktf-provider-aws"
@@ -31,6 +34,7 @@ VIEW_DIR = PROJECT_ROOT / ".cache" / "lazy-provider"
 MANIFEST = VIEW_DIR / "manifest.json"
 KERNEL_PROGRAM = VIEW_DIR / "jsii-kernel" / "lib" / "program.js"
 KERNEL_NODE = Path(__file__).with_name("jsii-node")
+BYTECODE_DIR = VIEW_DIR / "bytecode"  # filled as the provider's submodules are first imported
 # Bumped whenever the generated view changes shape, so that views built by older code are rebuilt.
 FORMAT = 4
 SETUP_HINT = "run `make setup`"
@@ -57,6 +61,7 @@ def enable(environ: Mapping[str, str] = os.environ) -> bool:
         print(f"warning: fast synth is off: {reason}", file=sys.stderr)
         return False
     sys.path.insert(0, str(VIEW_DIR))
+    sys.meta_path.insert(0, PostponedAnnotationsFinder(PACKAGE, BYTECODE_DIR))
     _skip_binding_type_checks()
     _send_only_the_fields_structs_hold()
     _start_direct_kernel()
@@ -114,14 +119,13 @@ def _skip_binding_type_checks() -> None:
     typing.get_type_hints and checks every argument against them with typeguard: about a fifth of a
     synth's time. The kernel checks the values it receives against the same declarations (a string for a
     number, a list for a string, a wrong object: refused, naming the parameter), and mypy checks the
-    project's calls against them statically. The stubs' annotations are still resolved, as the generated
-    code reads them, but once each (as newer jsii generators do); the check itself accepts everything.
+    project's calls against them statically. So the check accepts everything, and the stubs' annotations,
+    which the view leaves unevaluated (postponed.py), are not resolved: each reads as typing.Any.
     The stock synth, which tests/test_fast_synth.py runs in CI, keeps the checks.
     """
     import typeguard
 
     resolve = typing.get_type_hints
-    resolved: dict[object, dict[str, Any]] = {}
 
     def get_type_hints(
         obj: Any,
@@ -129,19 +133,25 @@ def _skip_binding_type_checks() -> None:
         localns: Mapping[str, Any] | None = None,
         include_extras: bool = False,
     ) -> dict[str, Any]:
-        if (globalns, localns, include_extras) != (None, None, False) or not getattr(
-            obj, "__name__", ""
-        ).startswith(TYPE_CHECKING_STUB_PREFIX):
-            return resolve(obj, globalns, localns, include_extras)
-        if (hints := resolved.get(obj)) is None:
-            hints = resolved[obj] = resolve(obj)
-        return hints
+        if getattr(obj, "__name__", "").startswith(TYPE_CHECKING_STUB_PREFIX):
+            return _UNCHECKED_HINTS
+        return resolve(obj, globalns, localns, include_extras)
 
     def accept(*_args: Any, **_kwargs: Any) -> None:
         return None
 
     typing.get_type_hints = get_type_hints
     typeguard.check_type = accept
+
+
+class _UncheckedHints(dict[str, Any]):
+    """The type hints of every type-checking stub of the bindings: typing.Any for each argument."""
+
+    def __missing__(self, _name: str) -> Any:
+        return Any
+
+
+_UNCHECKED_HINTS = _UncheckedHints()
 
 
 def _send_only_the_fields_structs_hold() -> None:
