@@ -111,6 +111,15 @@ def test_submodules_load_with_postponed_annotations_from_bytecode_cached_like_py
     assert load_postponed(finder, "package.submodule", source.parents[1]).VALUE == 22
 
 
+def test_a_bytecode_cache_that_cannot_be_written_leaves_the_import_working(tmp_path: Path) -> None:
+    source = tmp_path / "package" / "submodule" / "__init__.py"
+    source.parent.mkdir(parents=True)
+    source.write_text("VALUE = 1\n")
+    (tmp_path / "cache").write_text("a file where the cache directory would be\n")
+    finder = PostponedAnnotationsFinder("package", tmp_path / "cache")
+    assert load_postponed(finder, "package.submodule", source.parents[1]).VALUE == 1
+
+
 def test_fast_synth_loads_the_provider_submodules_with_postponed_annotations() -> None:
     from cdktf_cdktf_provider_aws import sqs_queue
 

@@ -1,16 +1,18 @@
 """Provider submodules compiled with postponed evaluation of annotations (PEP 563), cached in the view.
 
 Importing a provider submodule defines thousands of functions, and Python evaluates every annotation
-(`typing.Optional[typing.Union[builtins.bool, IResolvable]]`, ...) as it defines each: about three
-quarters of the module's import time, spent on values that only the bindings' type checks read, which
-fast synth skips. Compiled as if each module began with `from __future__ import annotations`, they stay
-unevaluated strings. The bytecode is cached in the view, never next to the installed sources, and keyed
-like Python's own: by the interpreter's bytecode version and the source file's size and modification time.
+(`typing.Optional[typing.Union[builtins.bool, IResolvable]]`, ...) as it defines each: most of the time
+the module's code takes to run (55-80% for the modules measured), spent on values that only the bindings'
+type checks read, which fast synth skips. Compiled as if each module began with
+`from __future__ import annotations`, they stay unevaluated strings. The bytecode is cached in the view,
+never next to the installed sources, and keyed like Python's own: by the interpreter's bytecode version,
+the optimization level and the source file's size and modification time.
 """
 
 from __future__ import annotations
 import __future__
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -64,7 +66,7 @@ class PostponedAnnotationsLoader(importlib.machinery.SourceFileLoader):
         )
         try:
             cached = self.cached.read_bytes()
-        except FileNotFoundError:
+        except OSError:  # not cached yet, or not readable: compiled like a stale entry
             cached = b""
         if cached.startswith(key):
             code: CodeType = marshal.loads(memoryview(cached)[len(key) :])
@@ -76,9 +78,13 @@ class PostponedAnnotationsLoader(importlib.machinery.SourceFileLoader):
             flags=__future__.annotations.compiler_flag,
             dont_inherit=True,
         )
-        self.cached.parent.mkdir(parents=True, exist_ok=True)
         # Written aside and renamed into place, so that processes importing at once never read half a file.
         partial = self.cached.with_name(f".{self.cached.name}.{os.getpid()}")
-        partial.write_bytes(key + marshal.dumps(code))
-        partial.replace(self.cached)
+        try:
+            self.cached.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(key + marshal.dumps(code))
+            partial.replace(self.cached)
+        except OSError:  # a view that cannot be written to (read-only, full) compiles again next time
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
         return code
