@@ -49,6 +49,17 @@ def finish(synth: subprocess.Popen[str], *, fast: bool) -> list[str]:
     return list(report["stacks"])
 
 
+def run_python_with_fast_synth(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=lazy_provider.PROJECT_ROOT,
+        env={**os.environ, lazy_provider.ENV_VAR: "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
 def files(outdir: Path) -> dict[str, bytes]:
     return {
         path.relative_to(outdir).as_posix(): path.read_bytes() for path in outdir.rglob("*") if path.is_file()
@@ -166,14 +177,7 @@ def without_nulls(value: object) -> object:
 def test_fast_synth_sends_structs_without_their_unset_fields_which_the_kernel_drops() -> None:
     reason = lazy_provider.unavailable_reason()
     require(reason is None, f"fast synth is unavailable: {reason}")
-    completed = subprocess.run(
-        [sys.executable, "-c", STRUCTS],
-        cwd=lazy_provider.PROJECT_ROOT,
-        env={**os.environ, lazy_provider.ENV_VAR: "1"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    completed = run_python_with_fast_synth("-c", STRUCTS)
     sent = json.loads(completed.stdout)
     assert sent["stock"]["$jsii.struct"]["data"]["provider"] is None  # jsii sends what is unset as null
     assert sent["fast"] == without_nulls(sent["stock"])
@@ -221,12 +225,5 @@ def test_the_local_tooling_enables_fast_synth_before_it_loads_the_kernel() -> No
     """tools.local imports cdktf as it loads, so it has to turn fast synth on before anything else."""
     reason = lazy_provider.unavailable_reason()
     require(reason is None, f"fast synth is unavailable: {reason}")
-    completed = subprocess.run(
-        [sys.executable, "-m", "tools.local", "--help"],
-        cwd=lazy_provider.PROJECT_ROOT,
-        env={**os.environ, lazy_provider.ENV_VAR: "1"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    completed = run_python_with_fast_synth("-m", "tools.local", "--help")
     assert "fast synth is off" not in completed.stderr, completed.stderr

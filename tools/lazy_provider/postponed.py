@@ -42,15 +42,8 @@ class PostponedAnnotationsFinder(importlib.abc.MetaPathFinder):
         if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
             return spec
         loader = PostponedAnnotationsLoader(fullname, spec.loader.path, self.cache)
-        postponed = importlib.util.spec_from_file_location(
-            fullname,
-            spec.loader.path,
-            loader=loader,
-            submodule_search_locations=spec.submodule_search_locations,
-        )
-        assert postponed is not None  # a spec for a file location always comes back
-        postponed.cached = str(loader.cached)
-        return postponed
+        spec.loader, spec.cached = loader, str(loader.cached)
+        return spec
 
 
 class PostponedAnnotationsLoader(importlib.machinery.SourceFileLoader):
