@@ -51,13 +51,10 @@ from cdktf_cdktf_provider_aws.wafv2_web_acl_association import Wafv2WebAclAssoci
 from cdktf_cdktf_provider_aws.wafv2_web_acl_logging_configuration import Wafv2WebAclLoggingConfiguration
 from constructs import Construct
 
-from iot_constructs.account import Account
-from iot_constructs.compute import Function
+from iot_constructs.context import Context, Metric, export
+from iot_constructs.function import Function
 from iot_constructs.iam import service_role
-from iot_constructs.kms import EncryptionKey
-from iot_constructs.naming import Naming
 
-READING_SCHEMA = Path(__file__).resolve().parent.parent / "functions" / "ingest" / "reading_schema.json"
 STAGE = "v1"
 # What every access log line records, as JSON (CloudWatch Logs Insights parses it by field).
 ACCESS_LOG_FORMAT = {
@@ -86,9 +83,9 @@ AWS_MANAGED_RULE_GROUPS = (
 )
 
 
-def readings_request_schema() -> dict[str, Any]:
+def readings_request_schema(reading_schema: Path) -> dict[str, Any]:
     """The POST body: one reading or a non-empty batch, each valid against the ingest function's schema."""
-    reading = json.loads(READING_SCHEMA.read_text())
+    reading = json.loads(reading_schema.read_text())
     schema_version = reading.pop("$schema")
     return {
         "$schema": schema_version,
@@ -98,93 +95,138 @@ def readings_request_schema() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class ApiProps:
-    naming: Naming
-    account: Account
-    ingest: Function
-    """Serves POST /v1/readings."""
-    query: Function
-    """Serves GET /v1/devices/{device_id}/readings."""
-    logs_key: EncryptionKey
-    log_retention_days: int
-    logging_level: str
-    """Execution logging: "OFF", "ERROR" or "INFO"; request and response bodies are never logged."""
-    throttle_rate: int
-    throttle_burst: int
+class ApiSettings:
+    """Throttling of the whole stage and per client (API key), execution logging, and the WAF."""
+
+    reading_schema: Path
+    """The JSON schema of one reading, which the gateway validates POST bodies against."""
+    throttle_rate: int = 100
+    throttle_burst: int = 200
     """Requests per second and burst for the whole stage."""
-    client_rate: int
-    client_burst: int
-    client_quota_per_day: int
+    client_rate: int = 50
+    client_burst: int = 100
+    client_quota_per_day: int = 100_000
     """Per API key (client), through the usage plan."""
-    manage_account_logging_role: bool
+    logging_level: str = "INFO"
+    """Execution logging: "OFF", "ERROR" or "INFO"; request and response bodies are never logged."""
+    manage_account_logging_role: bool = True
     """Create the account-wide role API Gateway logs with. One stack per account and region does."""
     waf_rate_limit: int | None = None
-    """Requests per 5 minutes from one IP before the WAF blocks it; None: no WAF in front of the stage."""
+    """Requests per 5 minutes from one IP before the WAF blocks it. Default: no WAF in front of the stage."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A method of the API, served by `function` through a Lambda proxy integration."""
+
+    http_method: str
+    resource: ApiGatewayResource
+    path: str
+    """The path as the invoke permission names it, with * for path parameters."""
+    function: Function
+    arguments: dict[str, Any]
+    """The method's validation arguments."""
 
 
 class Api(Construct):
-    def __init__(self, scope: Construct, id: str, props: ApiProps) -> None:
+    """The REST API devices and apps call: SigV4 (IAM) plus an API key on every method, throttled per client.
+
+    `ingest` serves POST /v1/readings; `query` serves GET /v1/devices/{device_id}/readings.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        settings: ApiSettings,
+        *,
+        context: Context,
+        ingest: Function,
+        query: Function,
+    ) -> None:
         super().__init__(scope, id)
-        naming = props.naming
-        name = naming.name("api")
+        self._context = context
+        naming = context.naming
         api = ApiGatewayRestApi(
             self,
             "api",
-            name=name,
+            name=naming.name("api"),
             description=f"Sensor readings API of {naming.project}-{naming.suffix}",
             endpoint_configuration=ApiGatewayRestApiEndpointConfiguration(types=["REGIONAL"]),
             lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
         self.rest_api_id: str = api.id
+        request_schema = readings_request_schema(settings.reading_schema)
+        definition: list[Any] = [request_schema]
+        for route in self._routes(api, request_schema, ingest, query):
+            definition += self._method(api, route)
+        definition += self._gateway_responses()
+        # A new deployment whenever the definition changes; the stage moves to it before the old one goes.
+        static_definition = hashlib.sha256(json.dumps(definition[:1], sort_keys=True).encode()).hexdigest()
+        deployment = ApiGatewayDeployment(
+            self,
+            "deployment",
+            rest_api_id=self.rest_api_id,
+            triggers={"redeployment": Fn.sha1(Fn.jsonencode([static_definition, *definition[1:]]))},
+            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
+        )
+        if settings.manage_account_logging_role:
+            self._account_logging_role()
+        stage = self._stage(settings, deployment)
+        key_id = self._usage_plan(settings, stage.stage_name)
+        if settings.waf_rate_limit is not None:
+            self._firewall(stage.arn, settings.waf_rate_limit)
+        self.stage_name: str = stage.stage_name
+        self.api_name: str = api.name
+        export(
+            scope, "api_invoke_url", stage.invoke_url, "Base URL of the readings API (SigV4 and an API key)"
+        )
+        export(scope, "api_key_id", key_id, "Id of the default client's API key (the value stays in AWS)")
+
+    def _routes(
+        self, api: ApiGatewayRestApi, request_schema: dict[str, Any], ingest: Function, query: Function
+    ) -> list[Route]:
+        api_id = self.rest_api_id
         readings_model = ApiGatewayModel(
             self,
             "readings-model",
-            rest_api_id=self.rest_api_id,
+            rest_api_id=api_id,
             name="Readings",
             content_type="application/json",
-            schema=json.dumps(readings_request_schema()),
+            schema=json.dumps(request_schema),
         )
         validate_body = ApiGatewayRequestValidator(
-            self, "body-validator", rest_api_id=self.rest_api_id, name="body", validate_request_body=True
+            self, "body-validator", rest_api_id=api_id, name="body", validate_request_body=True
         )
         validate_parameters = ApiGatewayRequestValidator(
             self,
             "parameters-validator",
-            rest_api_id=self.rest_api_id,
+            rest_api_id=api_id,
             name="parameters",
             validate_request_parameters=True,
         )
 
         def resource(id: str, parent_id: str, path_part: str) -> ApiGatewayResource:
-            return ApiGatewayResource(
-                self, id, rest_api_id=self.rest_api_id, parent_id=parent_id, path_part=path_part
-            )
+            return ApiGatewayResource(self, id, rest_api_id=api_id, parent_id=parent_id, path_part=path_part)
 
         v1 = resource("v1", api.root_resource_id, "v1")
-        readings = resource("readings", v1.id, "readings")
-        device_readings = resource(
-            "device-readings",
-            resource("device", resource("devices", v1.id, "devices").id, "{device_id}").id,
-            "readings",
-        )
-
-        # (method, resource, path for the invoke permission, function, validator, method arguments)
-        routes: list[tuple[str, ApiGatewayResource, str, Function, dict[str, Any]]] = [
-            (
+        device = resource("device", resource("devices", v1.id, "devices").id, "{device_id}")
+        return [
+            Route(
                 "POST",
-                readings,
+                resource("readings", v1.id, "readings"),
                 "v1/readings",
-                props.ingest,
+                ingest,
                 {
                     "request_validator_id": validate_body.id,
                     "request_models": {"application/json": readings_model.name},
                 },
             ),
-            (
+            Route(
                 "GET",
-                device_readings,
+                resource("device-readings", device.id, "readings"),
                 "v1/devices/*/readings",
-                props.query,
+                query,
                 {
                     "request_validator_id": validate_parameters.id,
                     "request_parameters": {
@@ -197,43 +239,51 @@ class Api(Construct):
                 },
             ),
         ]
-        definition: list[Any] = [readings_request_schema()]
-        for http_method, route_resource, path, function, arguments in routes:
-            method = ApiGatewayMethod(
-                self,
-                f"{http_method.lower()}-{route_resource.node.id}",
-                rest_api_id=self.rest_api_id,
-                resource_id=route_resource.id,
-                http_method=http_method,
-                authorization="AWS_IAM",
-                api_key_required=True,
-                **arguments,
-            )
-            integration = ApiGatewayIntegration(
-                self,
-                f"{http_method.lower()}-{route_resource.node.id}-integration",
-                rest_api_id=self.rest_api_id,
-                resource_id=route_resource.id,
-                http_method=method.http_method,
-                type="AWS_PROXY",
-                integration_http_method="POST",
-                uri=function.invoke_arn,
-            )
-            LambdaPermission(
-                self,
-                f"{http_method.lower()}-{route_resource.node.id}-permission",
-                function_name=function.function_name,
-                action="lambda:InvokeFunction",
-                principal="apigateway.amazonaws.com",
-                source_arn=f"{api.execution_arn}/*/{http_method}/{path}",
-            )
-            definition += [path, http_method, sorted(arguments), method.id, integration.id, integration.uri]
 
-        for response_type, status_code in (
-            ("DEFAULT_4XX", None),
-            ("DEFAULT_5XX", None),
-            ("BAD_REQUEST_BODY", "400"),
-        ):
+    def _method(self, api: ApiGatewayRestApi, route: Route) -> list[Any]:
+        """The method, its integration and the function's permission; returns what defines them."""
+        id = f"{route.http_method.lower()}-{route.resource.node.id}"
+        method = ApiGatewayMethod(
+            self,
+            id,
+            rest_api_id=self.rest_api_id,
+            resource_id=route.resource.id,
+            http_method=route.http_method,
+            authorization="AWS_IAM",
+            api_key_required=True,
+            **route.arguments,
+        )
+        integration = ApiGatewayIntegration(
+            self,
+            f"{id}-integration",
+            rest_api_id=self.rest_api_id,
+            resource_id=route.resource.id,
+            http_method=method.http_method,
+            type="AWS_PROXY",
+            integration_http_method="POST",
+            uri=route.function.invoke_arn,
+        )
+        LambdaPermission(
+            self,
+            f"{id}-permission",
+            function_name=route.function.function_name,
+            action="lambda:InvokeFunction",
+            principal="apigateway.amazonaws.com",
+            source_arn=f"{api.execution_arn}/*/{route.http_method}/{route.path}",
+        )
+        return [
+            route.path,
+            route.http_method,
+            sorted(route.arguments),
+            method.id,
+            integration.id,
+            integration.uri,
+        ]
+
+    def _gateway_responses(self) -> list[str]:
+        """API Gateway's own errors (authentication, throttling, validation) in the functions' JSON form."""
+        response_types = (("DEFAULT_4XX", None), ("DEFAULT_5XX", None), ("BAD_REQUEST_BODY", "400"))
+        for response_type, status_code in response_types:
             ApiGatewayGatewayResponse(
                 self,
                 f"{response_type.lower().replace('_', '-')}-response",
@@ -242,26 +292,16 @@ class Api(Construct):
                 status_code=status_code,
                 response_templates={"application/json": GATEWAY_ERROR_TEMPLATE},
             )
-            definition.append(response_type)
+        return [response_type for response_type, _ in response_types]
 
-        # A new deployment whenever the definition changes; the stage moves to it before the old one goes.
-        static_definition = hashlib.sha256(json.dumps(definition[:1], sort_keys=True).encode()).hexdigest()
-        deployment = ApiGatewayDeployment(
-            self,
-            "deployment",
-            rest_api_id=self.rest_api_id,
-            triggers={"redeployment": Fn.sha1(Fn.jsonencode([static_definition, *definition[1:]]))},
-            lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
-        )
-
-        if props.manage_account_logging_role:
-            self._account_logging_role(naming, props.account)
+    def _stage(self, settings: ApiSettings, deployment: ApiGatewayDeployment) -> ApiGatewayStage:
+        naming = self._context.naming
         access_logs = CloudwatchLogGroup(
             self,
             "access-logs",
             name=f"/{naming.project}/{naming.suffix}/api-access",
-            retention_in_days=props.log_retention_days,
-            kms_key_id=props.logs_key.key_arn,
+            retention_in_days=self._context.log_retention_days,
+            kms_key_id=self._context.logs_key.key_arn,
         )
         stage = ApiGatewayStage(
             self,
@@ -282,42 +322,44 @@ class Api(Construct):
             method_path="*/*",
             settings=ApiGatewayMethodSettingsSettings(
                 metrics_enabled=True,
-                logging_level=props.logging_level,
+                logging_level=settings.logging_level,
                 data_trace_enabled=False,
-                throttling_rate_limit=props.throttle_rate,
-                throttling_burst_limit=props.throttle_burst,
+                throttling_rate_limit=settings.throttle_rate,
+                throttling_burst_limit=settings.throttle_burst,
                 caching_enabled=False,
             ),
         )
+        return stage
 
+    def _usage_plan(self, settings: ApiSettings, stage_name: str) -> str:
+        """The clients' usage plan and the default client's key, whose id it returns."""
+        naming = self._context.naming
         usage_plan = ApiGatewayUsagePlan(
             self,
             "usage-plan",
             name=naming.name("clients"),
-            api_stages=[ApiGatewayUsagePlanApiStages(api_id=self.rest_api_id, stage=stage.stage_name)],
+            api_stages=[ApiGatewayUsagePlanApiStages(api_id=self.rest_api_id, stage=stage_name)],
             throttle_settings=ApiGatewayUsagePlanThrottleSettings(
-                rate_limit=props.client_rate, burst_limit=props.client_burst
+                rate_limit=settings.client_rate, burst_limit=settings.client_burst
             ),
-            quota_settings=ApiGatewayUsagePlanQuotaSettings(limit=props.client_quota_per_day, period="DAY"),
+            quota_settings=ApiGatewayUsagePlanQuotaSettings(
+                limit=settings.client_quota_per_day, period="DAY"
+            ),
         )
         # API Gateway generates the key's value; only its id leaves the stack.
         key = ApiGatewayApiKey(self, "default-client-key", name=naming.name("default-client"))
         ApiGatewayUsagePlanKey(
             self, "default-client-plan", key_id=key.id, key_type="API_KEY", usage_plan_id=usage_plan.id
         )
-        if props.waf_rate_limit is not None:
-            self._firewall(naming, stage.arn, props.waf_rate_limit, props.logs_key, props.log_retention_days)
+        key_id: str = key.id
+        return key_id
 
-        self.stage_name: str = stage.stage_name
-        self.invoke_url: str = stage.invoke_url
-        self.api_key_id: str = key.id
-        self.api_name: str = api.name
-
-    def _account_logging_role(self, naming: Naming, account: Account) -> None:
+    def _account_logging_role(self) -> None:
+        account = self._context.account
         role = service_role(
             self,
             "cloudwatch-role",
-            name=naming.name("apigateway-logs"),
+            name=self._context.naming.name("apigateway-logs"),
             service="apigateway.amazonaws.com",
             account=account,
         )
@@ -329,15 +371,8 @@ class Api(Construct):
         )
         ApiGatewayAccount(self, "account", cloudwatch_role_arn=role.arn)
 
-    def _firewall(
-        self,
-        naming: Naming,
-        stage_arn: str,
-        rate_limit: int,
-        logs_key: EncryptionKey,
-        log_retention_days: int,
-    ) -> None:
-        name = naming.name("api-waf")
+    def _firewall(self, stage_arn: str, rate_limit: int) -> None:
+        name = self._context.naming.name("api-waf")
 
         def visibility(metric: str) -> Wafv2WebAclRuleVisibilityConfig:
             return Wafv2WebAclRuleVisibilityConfig(
@@ -382,9 +417,12 @@ class Api(Construct):
             self,
             "firewall-logs",
             name=f"aws-waf-logs-{name}",
-            retention_in_days=log_retention_days,
-            kms_key_id=logs_key.key_arn,
+            retention_in_days=self._context.log_retention_days,
+            kms_key_id=self._context.logs_key.key_arn,
         )
         Wafv2WebAclLoggingConfiguration(
             self, "firewall-logging", resource_arn=acl.arn, log_destination_configs=[waf_logs.arn]
         )
+
+    def metric(self, name: str, statistic: str = "Sum") -> Metric:
+        return Metric("AWS/ApiGateway", name, {"ApiName": self.api_name, "Stage": self.stage_name}, statistic)

@@ -1,3 +1,5 @@
+"""The VPC: three subnet tiers across availability zones, NAT, VPC endpoints and flow logs."""
+
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Literal, get_args
@@ -18,10 +20,8 @@ from cdktf_cdktf_provider_aws.vpc_endpoint import VpcEndpoint
 from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
 from constructs import Construct
 
-from iot_constructs.account import Account
+from iot_constructs.context import Context, export
 from iot_constructs.iam import allow, grant, service_role
-from iot_constructs.kms import EncryptionKey
-from iot_constructs.naming import Naming
 
 # Subnet tiers in the order their CIDR blocks are carved from the VPC's.
 TIERS = ("public", "private", "isolated")
@@ -35,21 +35,24 @@ gateway in the first AZ for all: cheaper, but one AZ's outage cuts egress) or "p
 
 
 @dataclass(frozen=True)
-class NetworkProps:
-    naming: Naming
-    account: Account
+class NetworkSettings:
     cidr: str
     """The VPC's IPv4 block, a /16 to /24; each subnet gets a sixteenth of it."""
     availability_zones: tuple[str, ...]
     """The 2 to 4 availability zones the subnets span, named explicitly so that the set never changes
     under a plan when AWS opens a new zone."""
-    nat_mode: NatMode
-    flow_log_key: EncryptionKey
-    """Encrypts the flow log group; its policy must let CloudWatch Logs use it."""
-    flow_log_retention_days: int
+    nat_mode: NatMode = "single"
     interface_endpoints: tuple[str, ...] = ()
     """AWS services reached through interface endpoints in the private subnets, as in
-    `com.amazonaws.<region>.<service>` (for example "kinesis-streams"). Default: none."""
+    `com.amazonaws.<region>.<service>` (for example "kinesis-streams"). Default: none, through NAT."""
+
+    def __post_init__(self) -> None:
+        if not 16 <= IPv4Network(self.cidr).prefixlen <= 24:
+            raise ValueError(f"cidr must be a /16 to /24 block, got {self.cidr}")
+        if self.nat_mode not in get_args(NatMode):
+            raise ValueError(f"nat_mode must be one of {get_args(NatMode)}, got {self.nat_mode!r}")
+        if not 2 <= len(self.availability_zones) <= MAX_AZ_COUNT:
+            raise ValueError(f"give 2 to {MAX_AZ_COUNT} availability_zones, got {self.availability_zones}")
 
 
 class Network(Construct):
@@ -59,56 +62,78 @@ class Network(Construct):
     default security group admits nothing; every flow is logged to an encrypted log group.
     """
 
-    def __init__(self, scope: Construct, id: str, props: NetworkProps) -> None:
+    def __init__(self, scope: Construct, id: str, settings: NetworkSettings, *, context: Context) -> None:
         super().__init__(scope, id)
-        cidr = IPv4Network(props.cidr)
-        if not 16 <= cidr.prefixlen <= 24:
-            raise ValueError(f"cidr must be a /16 to /24 block, got {props.cidr}")
-        if props.nat_mode not in get_args(NatMode):
-            raise ValueError(f"nat_mode must be one of {get_args(NatMode)}, got {props.nat_mode!r}")
-        az_count = len(props.availability_zones)
-        if not 2 <= az_count <= MAX_AZ_COUNT:
-            raise ValueError(f"give 2 to {MAX_AZ_COUNT} availability_zones, got {props.availability_zones}")
-        naming = props.naming
-        region = props.account.region
-
+        self._naming = naming = context.naming
         vpc = Vpc(
             self,
             "vpc",
-            cidr_block=props.cidr,
+            cidr_block=settings.cidr,
             enable_dns_support=True,
             enable_dns_hostnames=True,  # interface endpoints resolve through private DNS
             tags={"Name": naming.name("vpc")},
         )
-        self.vpc_id: str = vpc.id
-        vpc_id = self.vpc_id  # each read of a resource's attribute is a call into the jsii kernel
-        DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc_id)  # adopting it strips its rules
-        self.vpc_cidr: str = props.cidr
-        self.availability_zones: tuple[str, ...] = props.availability_zones
+        self.vpc_id: str = vpc.id  # each read of a resource's attribute is a call into the jsii kernel
+        DefaultSecurityGroup(
+            self, "default-security-group", vpc_id=self.vpc_id
+        )  # adopting it strips its rules
+        self.vpc_cidr = settings.cidr
+        self.availability_zones = settings.availability_zones
+        self._region = context.account.region
 
-        blocks = list(cidr.subnets(prefixlen_diff=4))
-        subnet_ids: dict[str, list[str]] = {
+        subnet_ids = self._subnets(settings)
+        self.public_subnet_ids: list[str] = subnet_ids["public"]
+        self.private_subnet_ids: list[str] = subnet_ids["private"]
+        self.isolated_subnet_ids: list[str] = subnet_ids["isolated"]
+        route_table_ids = [*self._private_routes(self._nat_gateways(settings)), self._isolated_routes()]
+        for service in GATEWAY_ENDPOINTS:
+            VpcEndpoint(
+                self,
+                f"{service}-endpoint",
+                vpc_id=self.vpc_id,
+                service_name=f"com.amazonaws.{self._region}.{service}",
+                vpc_endpoint_type="Gateway",
+                route_table_ids=route_table_ids,
+                tags={"Name": naming.name(service)},
+            )
+        self.endpoint_security_group_id = (
+            self._interface_endpoints(settings) if settings.interface_endpoints else None
+        )
+        self._flow_logs(context)
+
+        export(scope, "vpc_id", self.vpc_id, "The platform's VPC")
+        export(scope, "private_subnet_ids", self.private_subnet_ids, "Subnets with NAT egress, for compute")
+        export(
+            scope,
+            "isolated_subnet_ids",
+            self.isolated_subnet_ids,
+            "Subnets without internet routes, for data stores",
+        )
+
+    def _subnets(self, settings: NetworkSettings) -> dict[str, list[str]]:
+        blocks = list(IPv4Network(settings.cidr).subnets(prefixlen_diff=4))
+        return {
             tier: [
                 Subnet(
                     self,
                     f"{tier}-subnet-{az}",
-                    vpc_id=vpc_id,
+                    vpc_id=self.vpc_id,
                     cidr_block=str(blocks[t * MAX_AZ_COUNT + az]),
-                    availability_zone=props.availability_zones[az],
+                    availability_zone=zone,
                     map_public_ip_on_launch=False,  # nothing here gets a public IP implicitly
-                    tags={"Name": naming.name(f"{tier}-{az}"), "tier": tier},
+                    tags={"Name": self._naming.name(f"{tier}-{az}"), "tier": tier},
                 ).id
-                for az in range(az_count)
+                for az, zone in enumerate(settings.availability_zones)
             ]
             for t, tier in enumerate(TIERS)
         }
-        self.public_subnet_ids: list[str] = subnet_ids["public"]
-        self.private_subnet_ids: list[str] = subnet_ids["private"]
-        self.isolated_subnet_ids: list[str] = subnet_ids["isolated"]
 
-        igw = InternetGateway(self, "internet-gateway", vpc_id=vpc_id, tags={"Name": naming.name("igw")})
+    def _nat_gateways(self, settings: NetworkSettings) -> list[NatGateway]:
+        """The internet gateway, the public subnets' routes to it, and the NAT gateways the mode asks for."""
+        naming = self._naming
+        igw = InternetGateway(self, "internet-gateway", vpc_id=self.vpc_id, tags={"Name": naming.name("igw")})
         public_routes_id = RouteTable(
-            self, "public-routes", vpc_id=vpc_id, tags={"Name": naming.name("public")}
+            self, "public-routes", vpc_id=self.vpc_id, tags={"Name": naming.name("public")}
         ).id
         Route(
             self,
@@ -121,9 +146,8 @@ class Network(Construct):
             RouteTableAssociation(
                 self, f"public-routes-{az}", subnet_id=subnet_id, route_table_id=public_routes_id
             )
-
-        nat_count = {"none": 0, "single": 1, "per-az": az_count}[props.nat_mode]
-        nat_gateways = [
+        nat_count = {"none": 0, "single": 1, "per-az": len(settings.availability_zones)}[settings.nat_mode]
+        return [
             NatGateway(
                 self,
                 f"nat-{az}",
@@ -136,11 +160,16 @@ class Network(Construct):
             )
             for az in range(nat_count)
         ]
-        # One private route table per AZ whatever the NAT mode, so changing the mode never replaces them.
-        private_routes_ids = []
+
+    def _private_routes(self, nat_gateways: list[NatGateway]) -> list[str]:
+        """One private route table per AZ whatever the NAT mode, so changing the mode never replaces them."""
+        table_ids = []
         for az, subnet_id in enumerate(self.private_subnet_ids):
             table_id = RouteTable(
-                self, f"private-routes-{az}", vpc_id=vpc_id, tags={"Name": naming.name(f"private-{az}")}
+                self,
+                f"private-routes-{az}",
+                vpc_id=self.vpc_id,
+                tags={"Name": self._naming.name(f"private-{az}")},
             ).id
             RouteTableAssociation(
                 self, f"private-routes-{az}-association", subnet_id=subnet_id, route_table_id=table_id
@@ -151,90 +180,79 @@ class Network(Construct):
                     f"private-default-route-{az}",
                     route_table_id=table_id,
                     destination_cidr_block="0.0.0.0/0",
-                    nat_gateway_id=nat_gateways[az % nat_count].id,
+                    nat_gateway_id=nat_gateways[az % len(nat_gateways)].id,
                 )
-            private_routes_ids.append(table_id)
-        isolated_routes_id = RouteTable(
-            self, "isolated-routes", vpc_id=vpc_id, tags={"Name": naming.name("isolated")}
+            table_ids.append(table_id)
+        return table_ids
+
+    def _isolated_routes(self) -> str:
+        """The isolated subnets' one route table: no route out of the VPC."""
+        table_id: str = RouteTable(
+            self, "isolated-routes", vpc_id=self.vpc_id, tags={"Name": self._naming.name("isolated")}
         ).id
         for az, subnet_id in enumerate(self.isolated_subnet_ids):
-            RouteTableAssociation(
-                self, f"isolated-routes-{az}", subnet_id=subnet_id, route_table_id=isolated_routes_id
-            )
+            RouteTableAssociation(self, f"isolated-routes-{az}", subnet_id=subnet_id, route_table_id=table_id)
+        return table_id
 
-        for service in GATEWAY_ENDPOINTS:
+    def _interface_endpoints(self, settings: NetworkSettings) -> str:
+        """The interface endpoints in the private subnets and their security group, which it returns."""
+        naming = self._naming
+        security_group_id: str = SecurityGroup(
+            self,
+            "endpoint-security-group",
+            name=naming.name("endpoints"),
+            description="HTTPS from inside the VPC to its interface endpoints",
+            vpc_id=self.vpc_id,
+            tags={"Name": naming.name("endpoints")},
+        ).id
+        VpcSecurityGroupIngressRule(
+            self,
+            "endpoint-https-ingress",
+            security_group_id=security_group_id,
+            description="HTTPS from the VPC",
+            ip_protocol="tcp",
+            from_port=443,
+            to_port=443,
+            cidr_ipv4=settings.cidr,
+        )
+        for service in settings.interface_endpoints:
             VpcEndpoint(
                 self,
-                f"{service}-endpoint",
-                vpc_id=vpc_id,
-                service_name=f"com.amazonaws.{region}.{service}",
-                vpc_endpoint_type="Gateway",
-                route_table_ids=[*private_routes_ids, isolated_routes_id],
-                tags={"Name": naming.name(service)},
+                f"{service.replace('.', '-')}-endpoint",
+                vpc_id=self.vpc_id,
+                service_name=f"com.amazonaws.{self._region}.{service}",
+                vpc_endpoint_type="Interface",
+                private_dns_enabled=True,
+                subnet_ids=self.private_subnet_ids,
+                security_group_ids=[security_group_id],
+                tags={"Name": naming.name(service.replace(".", "-"))},
             )
+        return security_group_id
 
-        self.endpoint_security_group_id: str | None = None
-        if props.interface_endpoints:
-            endpoint_sg_id = SecurityGroup(
-                self,
-                "endpoint-security-group",
-                name=naming.name("endpoints"),
-                description="HTTPS from inside the VPC to its interface endpoints",
-                vpc_id=vpc_id,
-                tags={"Name": naming.name("endpoints")},
-            ).id
-            VpcSecurityGroupIngressRule(
-                self,
-                "endpoint-https-ingress",
-                security_group_id=endpoint_sg_id,
-                description="HTTPS from the VPC",
-                ip_protocol="tcp",
-                from_port=443,
-                to_port=443,
-                cidr_ipv4=props.cidr,
-            )
-            for service in props.interface_endpoints:
-                VpcEndpoint(
-                    self,
-                    f"{service.replace('.', '-')}-endpoint",
-                    vpc_id=vpc_id,
-                    service_name=f"com.amazonaws.{region}.{service}",
-                    vpc_endpoint_type="Interface",
-                    private_dns_enabled=True,
-                    subnet_ids=self.private_subnet_ids,
-                    security_group_ids=[endpoint_sg_id],
-                    tags={"Name": naming.name(service.replace(".", "-"))},
-                )
-            self.endpoint_security_group_id = endpoint_sg_id
-
-        self._flow_logs(props)
-
-    def _flow_logs(self, props: NetworkProps) -> None:
-        naming = props.naming
+    def _flow_logs(self, context: Context) -> None:
+        naming = context.naming
         log_group = CloudwatchLogGroup(
             self,
             "flow-log-group",
             name=f"/{naming.project}/{naming.suffix}/vpc-flow-logs",
-            retention_in_days=props.flow_log_retention_days,
-            kms_key_id=props.flow_log_key.key_arn,
+            retention_in_days=context.log_retention_days,
+            kms_key_id=context.logs_key.key_arn,
         )
         role = service_role(
             self,
             "flow-log-role",
             name=naming.name("flow-logs"),
             service="vpc-flow-logs.amazonaws.com",
-            account=props.account,
+            account=context.account,
         )
         grant(
             self,
             role,
             "write-flow-logs",
-            [
-                allow(
-                    ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
-                    [log_group.arn, f"{log_group.arn}:log-stream:*"],
-                )
-            ],
+            allow(
+                ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                [log_group.arn, f"{log_group.arn}:log-stream:*"],
+            ),
         )
         FlowLog(
             self,
@@ -247,3 +265,19 @@ class Network(Construct):
             max_aggregation_interval=60,
             tags={"Name": naming.name("flow-logs")},
         )
+
+
+def admit(
+    store: Construct, security_group_id: str, client: str, client_group_id: str, port: int, protocol: str
+) -> None:
+    """Let members of `client_group_id` reach `store` on `port`: data stores admit security groups only."""
+    VpcSecurityGroupIngressRule(
+        store,
+        f"ingress-from-{client}",
+        security_group_id=security_group_id,
+        description=f"{protocol} from {client}",
+        ip_protocol="tcp",
+        from_port=port,
+        to_port=port,
+        referenced_security_group_id=client_group_id,
+    )

@@ -7,7 +7,7 @@ that pause with their resource keep their state ("missing").
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cdktf import Fn
@@ -19,325 +19,98 @@ from cdktf_cdktf_provider_aws.cloudwatch_metric_alarm import (
 )
 from constructs import Construct
 
-from iot_constructs.account import Account
-from iot_constructs.alarm_thresholds import AlarmThresholds
+from iot_constructs.alert_topic import AlertTopic
 from iot_constructs.api import Api
-from iot_constructs.compute import Function, WorkerService
-from iot_constructs.datastores import Cache, Database, Table
-from iot_constructs.naming import Naming
+from iot_constructs.cache import Cache
+from iot_constructs.context import Context, Metric, export
+from iot_constructs.database import Database
+from iot_constructs.function import Function
 from iot_constructs.stream import Stream
+from iot_constructs.table import Table
+from iot_constructs.worker import WorkerService
 
 PERIOD_SECONDS = 60
 Missing = Literal["breaching", "notBreaching", "missing"]
 
 
 @dataclass(frozen=True)
-class ObservabilityProps:
-    naming: Naming
-    account: Account
-    alert_topic_arn: str
-    thresholds: AlarmThresholds
-    api: Api
-    functions: Sequence[Function]
-    stream: Stream
-    tables: Sequence[Table]
-    database: Database
-    worker: WorkerService
-    cache: Cache | None = None
-    """Redis, where the environment has one."""
+class AlarmThresholds:
+    api_5xx_percent: float = 5
+    api_p99_latency_ms: int = 3000
+    function_duration_percent_of_timeout: int = 80
+    iterator_age_ms: int = 60_000
+    """The processor's and worker's lag; the seeds ask for under 2 s in prod."""
+    database_cpu_percent: int = 90
+    database_free_storage_gb: int = 2
+    database_connections: int = 80
+    redis_cpu_percent: int = 90
+    redis_memory_percent: int = 90
+    ecs_cpu_percent: int = 90
+    ecs_memory_percent: int = 90
+    silent_stream_minutes: int | None = None
+    """Alarm when no reading arrives for this long. Default: no alarm, for where silence is normal (dev)."""
 
 
 @dataclass(frozen=True)
 class Signal:
-    """One alarm: a metric (or metric math over several) compared with a threshold."""
+    """One alarm: a metric, or metric math over several, compared with a threshold."""
 
     name: str
     description: str
     comparison: str
     threshold: float
     missing: Missing
-    namespace: str = ""
-    metric: str = ""
-    dimensions: Mapping[str, str] | None = None
-    statistic: str = "Sum"
+    metric: Metric | None = None
     expression: str = ""
-    """Metric math over `inputs`; replaces namespace/metric/statistic when set."""
-    inputs: Mapping[str, tuple[str, str, Mapping[str, str], str]] | None = None
-    """id -> (namespace, metric, dimensions, statistic), for `expression`."""
+    """Metric math over `inputs`, in place of `metric`."""
+    inputs: Mapping[str, Metric] = field(default_factory=dict)
     evaluation_periods: int = 5
     datapoints_to_alarm: int = 3
-    period: int = PERIOD_SECONDS
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What the alarms and the dashboard watch."""
+
+    api: Api
+    stream: Stream
+    functions: Sequence[Function]
+    tables: Sequence[Table]
+    database: Database
+    worker: WorkerService
+    cache: Cache | None
+    """Redis, where the environment has one."""
 
 
 class Observability(Construct):
-    def __init__(self, scope: Construct, id: str, props: ObservabilityProps) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        settings: AlarmThresholds,
+        *,
+        context: Context,
+        alerts: AlertTopic,
+        watched: Watched,
+    ) -> None:
         super().__init__(scope, id)
-        self.alarm_names: list[str] = []
-        for signal in self._signals(props):
-            self._alarm(props, signal)
-        self._dashboard(props)
-
-    def _signals(self, props: ObservabilityProps) -> list[Signal]:
-        t = props.thresholds
-        api = {"ApiName": props.api.api_name, "Stage": props.api.stage_name}
-        stream = {"StreamName": props.stream.stream_name}
+        self._prefix = context.naming.name("alarm")
+        self._topic_arn = alerts.topic_arn
         signals = [
-            Signal(
-                "api-5xx-rate",
-                f"More than {t.api_5xx_percent}% of API requests fail with 5xx",
-                "GreaterThanThreshold",
-                t.api_5xx_percent,
-                "notBreaching",
-                expression="IF(requests > 0, 100 * errors / requests, 0)",
-                inputs={
-                    "errors": ("AWS/ApiGateway", "5XXError", api, "Sum"),
-                    "requests": ("AWS/ApiGateway", "Count", api, "Sum"),
-                },
-            ),
-            Signal(
-                "api-p99-latency",
-                f"API p99 latency above {t.api_p99_latency_ms} ms",
-                "GreaterThanThreshold",
-                t.api_p99_latency_ms,
-                "notBreaching",
-                namespace="AWS/ApiGateway",
-                metric="Latency",
-                dimensions=api,
-                statistic="p99",
-            ),
-            Signal(
-                "stream-iterator-age",
-                f"The processor lags more than {t.iterator_age_ms} ms behind the stream, or reads nothing",
-                "GreaterThanThreshold",
-                t.iterator_age_ms,
-                "breaching",
-                namespace="AWS/Kinesis",
-                metric="GetRecords.IteratorAgeMilliseconds",
-                dimensions=stream,
-                statistic="Maximum",
-            ),
-            Signal(
-                "stream-write-throttled",
-                "Writes to the stream exceed its throughput",
-                "GreaterThanThreshold",
-                0,
-                "notBreaching",
-                namespace="AWS/Kinesis",
-                metric="WriteProvisionedThroughputExceeded",
-                dimensions=stream,
-            ),
+            *_api_signals(watched.api, settings),
+            *_stream_signals(watched, settings),
+            *(signal for function in watched.functions for signal in _function_signals(function, settings)),
+            *(_table_signal(table) for table in watched.tables),
+            *_database_signals(watched.database, settings),
+            *(_cache_signals(watched.cache, settings) if watched.cache else []),
+            *_worker_signals(watched.worker, settings),
         ]
-        if t.silent_stream_minutes is not None:
-            signals.append(
-                Signal(
-                    "stream-silent",
-                    f"No reading arrived for {t.silent_stream_minutes} minutes",
-                    "LessThanThreshold",
-                    1,
-                    "breaching",
-                    namespace="AWS/Kinesis",
-                    metric="IncomingRecords",
-                    dimensions=stream,
-                    evaluation_periods=t.silent_stream_minutes,
-                    datapoints_to_alarm=t.silent_stream_minutes,
-                )
-            )
-        queues = [props.stream.processing_dead_letters.queue_name] + [
-            f.dead_letter_queue_name for f in props.functions
-        ]
-        for index, queue in enumerate(queues):
-            signals.append(
-                Signal(
-                    f"dead-letters-{index}",
-                    "Messages wait in a dead-letter queue: something could not be processed",
-                    "GreaterThanThreshold",
-                    0,
-                    "notBreaching",
-                    namespace="AWS/SQS",
-                    metric="ApproximateNumberOfMessagesVisible",
-                    dimensions={"QueueName": queue},
-                    statistic="Maximum",
-                    evaluation_periods=1,
-                    datapoints_to_alarm=1,
-                )
-            )
-        for function in props.functions:
-            dimensions = {"FunctionName": function.function_name}
-            component = function.node.id
-            signals += [
-                Signal(
-                    f"{component}-errors",
-                    f"{component} fails",
-                    "GreaterThanThreshold",
-                    0,
-                    "notBreaching",
-                    namespace="AWS/Lambda",
-                    metric="Errors",
-                    dimensions=dimensions,
-                ),
-                Signal(
-                    f"{component}-throttles",
-                    f"{component} is throttled at its reserved concurrency",
-                    "GreaterThanThreshold",
-                    0,
-                    "notBreaching",
-                    namespace="AWS/Lambda",
-                    metric="Throttles",
-                    dimensions=dimensions,
-                ),
-                Signal(
-                    f"{component}-duration",
-                    f"{component} runs close to its timeout",
-                    "GreaterThanThreshold",
-                    function.timeout_seconds * 1000 * t.function_duration_percent_of_timeout / 100,
-                    "notBreaching",
-                    namespace="AWS/Lambda",
-                    metric="Duration",
-                    dimensions=dimensions,
-                    statistic="Maximum",
-                ),
-            ]
-        for table in props.tables:
-            dimensions = {"TableName": table.table_name}
-            signals.append(
-                Signal(
-                    f"{table.node.id}-throttled",
-                    "DynamoDB throttles requests to a table",
-                    "GreaterThanThreshold",
-                    0,
-                    "notBreaching",
-                    expression="reads + writes",
-                    inputs={
-                        "reads": ("AWS/DynamoDB", "ReadThrottleEvents", dimensions, "Sum"),
-                        "writes": ("AWS/DynamoDB", "WriteThrottleEvents", dimensions, "Sum"),
-                    },
-                )
-            )
-        signals += self._database_signals(props.database, t)
-        if props.cache:
-            signals += self._cache_signals(props.cache, t)
-        signals += self._worker_signals(props.worker, t)
-        return signals
+        self.alarm_names = [self._alarm(signal) for signal in signals]
+        self._dashboard(context, watched)
+        export(scope, "alarm_names", self.alarm_names, "Every alarm, each notifying the alert topic")
 
-    @staticmethod
-    def _database_signals(database: Database, t: AlarmThresholds) -> list[Signal]:
-        aurora = database.engine == "aurora-serverless"
-        dimensions = {("DBClusterIdentifier" if aurora else "DBInstanceIdentifier"): database.identifier}
-        rds: dict[str, Any] = {"namespace": "AWS/RDS", "dimensions": dimensions}
-        return [
-            Signal(
-                "database-cpu",
-                f"PostgreSQL CPU above {t.database_cpu_percent}%",
-                "GreaterThanThreshold",
-                t.database_cpu_percent,
-                "missing",
-                metric="CPUUtilization",
-                statistic="Average",
-                **rds,
-            ),
-            Signal(
-                "database-free-storage",
-                f"PostgreSQL has less than {t.database_free_storage_gb} GB of storage left",
-                "LessThanThreshold",
-                t.database_free_storage_gb * 1024**3,
-                "missing",
-                # Aurora's storage grows by itself; what can run out is an instance's local storage.
-                metric="FreeLocalStorage" if aurora else "FreeStorageSpace",
-                statistic="Minimum",
-                **rds,
-            ),
-            Signal(
-                "database-connections",
-                f"More than {t.database_connections} PostgreSQL connections",
-                "GreaterThanThreshold",
-                t.database_connections,
-                "missing",
-                metric="DatabaseConnections",
-                statistic="Maximum",
-                **rds,
-            ),
-        ]
-
-    @staticmethod
-    def _cache_signals(cache: Cache, t: AlarmThresholds) -> list[Signal]:
-        def busiest_node(metric: str) -> dict[str, Any]:
-            nodes = {f"node{i}": node for i, node in enumerate(cache.node_ids)}
-            return {
-                "expression": f"MAX([{', '.join(nodes)}])",
-                "inputs": {
-                    id: ("AWS/ElastiCache", metric, {"CacheClusterId": node}, "Maximum")
-                    for id, node in nodes.items()
-                },
-            }
-
-        return [
-            Signal(
-                "redis-cpu",
-                f"A Redis node's engine CPU above {t.redis_cpu_percent}%",
-                "GreaterThanThreshold",
-                t.redis_cpu_percent,
-                "missing",
-                **busiest_node("EngineCPUUtilization"),
-            ),
-            Signal(
-                "redis-memory",
-                f"A Redis node uses more than {t.redis_memory_percent}% of its memory",
-                "GreaterThanThreshold",
-                t.redis_memory_percent,
-                "missing",
-                **busiest_node("DatabaseMemoryUsagePercentage"),
-            ),
-            Signal(
-                "redis-evictions",
-                "Redis evicts keys: latest readings are being lost from the cache",
-                "GreaterThanThreshold",
-                0,
-                "notBreaching",
-                **busiest_node("Evictions"),
-            ),
-        ]
-
-    @staticmethod
-    def _worker_signals(worker: WorkerService, t: AlarmThresholds) -> list[Signal]:
-        service = {"ClusterName": worker.cluster_name, "ServiceName": worker.service_name}
-        return [
-            Signal(
-                "worker-cpu",
-                f"Worker CPU above {t.ecs_cpu_percent}%",
-                "GreaterThanThreshold",
-                t.ecs_cpu_percent,
-                "missing",
-                namespace="AWS/ECS",
-                metric="CPUUtilization",
-                dimensions=service,
-                statistic="Average",
-            ),
-            Signal(
-                "worker-memory",
-                f"Worker memory above {t.ecs_memory_percent}%",
-                "GreaterThanThreshold",
-                t.ecs_memory_percent,
-                "missing",
-                namespace="AWS/ECS",
-                metric="MemoryUtilization",
-                dimensions=service,
-                statistic="Average",
-            ),
-            Signal(
-                "worker-tasks-below-minimum",
-                f"Fewer than {worker.min_tasks} worker tasks run",
-                "LessThanThreshold",
-                worker.min_tasks,
-                "breaching",
-                namespace="ECS/ContainerInsights",
-                metric="RunningTaskCount",
-                dimensions=service,
-                statistic="Minimum",
-            ),
-        ]
-
-    def _alarm(self, props: ObservabilityProps, signal: Signal) -> None:
-        name = f"{props.naming.name('alarm')}-{signal.name}"
+    def _alarm(self, signal: Signal) -> str:
+        name = f"{self._prefix}-{signal.name}"
         common: dict[str, Any] = {
             "alarm_name": name,
             "alarm_description": signal.description,
@@ -346,50 +119,56 @@ class Observability(Construct):
             "evaluation_periods": signal.evaluation_periods,
             "datapoints_to_alarm": signal.datapoints_to_alarm,
             "treat_missing_data": signal.missing,
-            "alarm_actions": [props.alert_topic_arn],
-            "ok_actions": [props.alert_topic_arn],
+            "alarm_actions": [self._topic_arn],
+            "ok_actions": [self._topic_arn],
         }
-        if signal.expression:
-            assert signal.inputs is not None
+        if signal.metric is None:
             queries = [
                 CloudwatchMetricAlarmMetricQuery(id="result", expression=signal.expression, return_data=True),
                 *(
                     CloudwatchMetricAlarmMetricQuery(
                         id=id,
                         metric=CloudwatchMetricAlarmMetricQueryMetric(
-                            namespace=namespace,
-                            metric_name=metric,
-                            dimensions=dict(dimensions),
-                            stat=statistic,
-                            period=signal.period,
+                            namespace=metric.namespace,
+                            metric_name=metric.name,
+                            dimensions=dict(metric.dimensions),
+                            stat=metric.statistic,
+                            period=PERIOD_SECONDS,
                         ),
                     )
-                    for id, (namespace, metric, dimensions, statistic) in signal.inputs.items()
+                    for id, metric in signal.inputs.items()
                 ),
             ]
             CloudwatchMetricAlarm(self, signal.name, metric_query=queries, **common)
         else:
-            percentile = signal.statistic.startswith("p")
+            metric = signal.metric
+            percentile = metric.statistic.startswith("p")
             CloudwatchMetricAlarm(
                 self,
                 signal.name,
-                namespace=signal.namespace,
-                metric_name=signal.metric,
-                dimensions=dict(signal.dimensions or {}),
-                period=signal.period,
-                statistic=None if percentile else signal.statistic,
-                extended_statistic=signal.statistic if percentile else None,
+                namespace=metric.namespace,
+                metric_name=metric.name,
+                dimensions=dict(metric.dimensions),
+                period=PERIOD_SECONDS,
+                statistic=None if percentile else metric.statistic,
+                extended_statistic=metric.statistic if percentile else None,
                 **common,
             )
-        self.alarm_names.append(name)
+        return name
 
-    def _dashboard(self, props: ObservabilityProps) -> None:
+    def _dashboard(self, context: Context, watched: Watched) -> None:
         """Top to bottom as on-call reads it: is the API healthy, is data flowing, what is saturated."""
-        region = props.account.region
-        api = ["ApiName", props.api.api_name, "Stage", props.api.stage_name]
-        stream = ["StreamName", props.stream.stream_name]
+        region = context.account.region
 
-        def graph(title: str, metrics: list[list[Any]], stat: str = "Sum") -> dict[str, Any]:
+        def graph(title: str, metrics: Sequence[Metric], stat: str = "Sum") -> dict[str, Any]:
+            lines = [
+                [
+                    metric.namespace,
+                    metric.name,
+                    *(part for item in metric.dimensions.items() for part in item),
+                ]
+                for metric in metrics
+            ]
             return {
                 "type": "metric",
                 "width": 8,
@@ -399,96 +178,257 @@ class Observability(Construct):
                     "region": region,
                     "stat": stat,
                     "period": 60,
-                    "metrics": metrics,
+                    "metrics": lines,
                 },
             }
 
-        functions = [f.function_name for f in props.functions]
+        api, stream, worker, database = watched.api, watched.stream, watched.worker, watched.database
+        functions = watched.functions
         widgets = [
-            graph(
-                "API requests and 5xx",
-                [["AWS/ApiGateway", "Count", *api], ["AWS/ApiGateway", "5XXError", *api]],
-            ),
-            graph("API p99 latency (ms)", [["AWS/ApiGateway", "Latency", *api]], stat="p99"),
-            graph("Alarms firing", [["AWS/ApiGateway", "4XXError", *api]]),
-            graph("Readings in (records)", [["AWS/Kinesis", "IncomingRecords", *stream]]),
-            graph(
-                "Stream lag (ms)",
-                [["AWS/Kinesis", "GetRecords.IteratorAgeMilliseconds", *stream]],
-                stat="Maximum",
-            ),
+            graph("API requests and 5xx", [api.metric("Count"), api.metric("5XXError")]),
+            graph("API p99 latency (ms)", [api.metric("Latency")], stat="p99"),
+            graph("Alarms firing", [api.metric("4XXError")]),
+            graph("Readings in (records)", [stream.metric_incoming_records()]),
+            graph("Stream lag (ms)", [stream.metric_get_records_iterator_age_milliseconds()], stat="Maximum"),
             graph(
                 "Dead letters waiting",
-                [
-                    ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", queue]
-                    for queue in [props.stream.processing_dead_letters.queue_name]
-                    + [f.dead_letter_queue_name for f in props.functions]
-                ],
+                [queue.metric_messages_visible() for queue in _dead_letters(watched)],
                 stat="Maximum",
             ),
-            graph("Function errors", [["AWS/Lambda", "Errors", "FunctionName", name] for name in functions]),
-            graph(
-                "Function throttles",
-                [["AWS/Lambda", "Throttles", "FunctionName", name] for name in functions],
-            ),
-            graph(
-                "Function duration (ms, max)",
-                [["AWS/Lambda", "Duration", "FunctionName", name] for name in functions],
-                stat="Maximum",
-            ),
+            graph("Function errors", [f.metric("Errors") for f in functions]),
+            graph("Function throttles", [f.metric("Throttles") for f in functions]),
+            graph("Function duration (ms, max)", [f.metric("Duration") for f in functions], stat="Maximum"),
             graph(
                 "Table throttles",
-                [
-                    ["AWS/DynamoDB", metric, "TableName", table.table_name]
-                    for table in props.tables
-                    for metric in ("ReadThrottleEvents", "WriteThrottleEvents")
-                ],
+                [m for table in watched.tables for m in table.metric_throttle_events().values()],
             ),
             graph(
                 "Worker CPU and memory (%)",
-                [
-                    [
-                        "AWS/ECS",
-                        metric,
-                        "ClusterName",
-                        props.worker.cluster_name,
-                        "ServiceName",
-                        props.worker.service_name,
-                    ]
-                    for metric in ("CPUUtilization", "MemoryUtilization")
-                ],
+                [worker.metric("AWS/ECS", m, "Average") for m in ("CPUUtilization", "MemoryUtilization")],
                 stat="Average",
             ),
             graph(
                 "PostgreSQL CPU (%) and connections",
-                [
-                    [
-                        "AWS/RDS",
-                        metric,
-                        "DBClusterIdentifier"
-                        if props.database.engine == "aurora-serverless"
-                        else "DBInstanceIdentifier",
-                        props.database.identifier,
-                    ]
-                    for metric in ("CPUUtilization", "DatabaseConnections")
-                ],
+                [database.metric(m, "Maximum") for m in ("CPUUtilization", "DatabaseConnections")],
                 stat="Maximum",
             ),
         ]
-        if props.cache:
-            widgets.append(
-                graph(
-                    "Redis engine CPU (%) per node",
-                    [
-                        ["AWS/ElastiCache", "EngineCPUUtilization", "CacheClusterId", n]
-                        for n in props.cache.node_ids
-                    ],
-                    stat="Maximum",
-                )
-            )
+        if watched.cache:
+            cpu = watched.cache.metric_busiest_node("EngineCPUUtilization").values()
+            widgets.append(graph("Redis engine CPU (%) per node", list(cpu), stat="Maximum"))
         CloudwatchDashboard(
             self,
             "dashboard",
-            dashboard_name=props.naming.name("on-call"),
+            dashboard_name=context.naming.name("on-call"),
             dashboard_body=Fn.jsonencode({"widgets": widgets}),
         )
+
+
+def _dead_letters(watched: Watched) -> list[Any]:
+    return [watched.stream.processing_dead_letters, *(f.dead_letters for f in watched.functions)]
+
+
+def _api_signals(api: Api, t: AlarmThresholds) -> list[Signal]:
+    return [
+        Signal(
+            "api-5xx-rate",
+            f"More than {t.api_5xx_percent}% of API requests fail with 5xx",
+            "GreaterThanThreshold",
+            t.api_5xx_percent,
+            "notBreaching",
+            expression="IF(requests > 0, 100 * errors / requests, 0)",
+            inputs={"errors": api.metric("5XXError"), "requests": api.metric("Count")},
+        ),
+        Signal(
+            "api-p99-latency",
+            f"API p99 latency above {t.api_p99_latency_ms} ms",
+            "GreaterThanThreshold",
+            t.api_p99_latency_ms,
+            "notBreaching",
+            api.metric("Latency", "p99"),
+        ),
+    ]
+
+
+def _stream_signals(watched: Watched, t: AlarmThresholds) -> list[Signal]:
+    stream = watched.stream
+    signals = [
+        Signal(
+            "stream-iterator-age",
+            f"The processor lags more than {t.iterator_age_ms} ms behind the stream, or reads nothing",
+            "GreaterThanThreshold",
+            t.iterator_age_ms,
+            "breaching",
+            stream.metric_get_records_iterator_age_milliseconds(),
+        ),
+        Signal(
+            "stream-write-throttled",
+            "Writes to the stream exceed its throughput",
+            "GreaterThanThreshold",
+            0,
+            "notBreaching",
+            stream.metric_write_provisioned_throughput_exceeded(),
+        ),
+    ]
+    if t.silent_stream_minutes is not None:
+        signals.append(
+            Signal(
+                "stream-silent",
+                f"No reading arrived for {t.silent_stream_minutes} minutes",
+                "LessThanThreshold",
+                1,
+                "breaching",
+                stream.metric_incoming_records(),
+                evaluation_periods=t.silent_stream_minutes,
+                datapoints_to_alarm=t.silent_stream_minutes,
+            )
+        )
+    signals += [
+        Signal(
+            f"dead-letters-{index}",
+            "Messages wait in a dead-letter queue: something could not be processed",
+            "GreaterThanThreshold",
+            0,
+            "notBreaching",
+            queue.metric_messages_visible(),
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+        )
+        for index, queue in enumerate(_dead_letters(watched))
+    ]
+    return signals
+
+
+def _function_signals(function: Function, t: AlarmThresholds) -> list[Signal]:
+    component = function.node.id
+    return [
+        Signal(
+            f"{component}-errors",
+            f"{component} fails",
+            "GreaterThanThreshold",
+            0,
+            "notBreaching",
+            function.metric("Errors"),
+        ),
+        Signal(
+            f"{component}-throttles",
+            f"{component} is throttled at its reserved concurrency",
+            "GreaterThanThreshold",
+            0,
+            "notBreaching",
+            function.metric("Throttles"),
+        ),
+        Signal(
+            f"{component}-duration",
+            f"{component} runs close to its timeout",
+            "GreaterThanThreshold",
+            function.timeout_seconds * 1000 * t.function_duration_percent_of_timeout / 100,
+            "notBreaching",
+            function.metric("Duration", "Maximum"),
+        ),
+    ]
+
+
+def _table_signal(table: Table) -> Signal:
+    return Signal(
+        f"{table.node.id}-throttled",
+        "DynamoDB throttles requests to a table",
+        "GreaterThanThreshold",
+        0,
+        "notBreaching",
+        expression="reads + writes",
+        inputs=table.metric_throttle_events(),
+    )
+
+
+def _database_signals(database: Database, t: AlarmThresholds) -> list[Signal]:
+    # Aurora's storage grows by itself; what can run out is an instance's local storage.
+    free_storage = "FreeLocalStorage" if database.engine == "aurora-serverless" else "FreeStorageSpace"
+    return [
+        Signal(
+            "database-cpu",
+            f"PostgreSQL CPU above {t.database_cpu_percent}%",
+            "GreaterThanThreshold",
+            t.database_cpu_percent,
+            "missing",
+            database.metric("CPUUtilization", "Average"),
+        ),
+        Signal(
+            "database-free-storage",
+            f"PostgreSQL has less than {t.database_free_storage_gb} GB of storage left",
+            "LessThanThreshold",
+            t.database_free_storage_gb * 1024**3,
+            "missing",
+            database.metric(free_storage, "Minimum"),
+        ),
+        Signal(
+            "database-connections",
+            f"More than {t.database_connections} PostgreSQL connections",
+            "GreaterThanThreshold",
+            t.database_connections,
+            "missing",
+            database.metric("DatabaseConnections", "Maximum"),
+        ),
+    ]
+
+
+def _cache_signals(cache: Cache, t: AlarmThresholds) -> list[Signal]:
+    def busiest_node(metric: str) -> dict[str, Any]:
+        nodes = cache.metric_busiest_node(metric)
+        return {"expression": f"MAX([{', '.join(nodes)}])", "inputs": nodes}
+
+    return [
+        Signal(
+            "redis-cpu",
+            f"A Redis node's engine CPU above {t.redis_cpu_percent}%",
+            "GreaterThanThreshold",
+            t.redis_cpu_percent,
+            "missing",
+            **busiest_node("EngineCPUUtilization"),
+        ),
+        Signal(
+            "redis-memory",
+            f"A Redis node uses more than {t.redis_memory_percent}% of its memory",
+            "GreaterThanThreshold",
+            t.redis_memory_percent,
+            "missing",
+            **busiest_node("DatabaseMemoryUsagePercentage"),
+        ),
+        Signal(
+            "redis-evictions",
+            "Redis evicts keys: latest readings are being lost from the cache",
+            "GreaterThanThreshold",
+            0,
+            "notBreaching",
+            **busiest_node("Evictions"),
+        ),
+    ]
+
+
+def _worker_signals(worker: WorkerService, t: AlarmThresholds) -> list[Signal]:
+    return [
+        Signal(
+            "worker-cpu",
+            f"Worker CPU above {t.ecs_cpu_percent}%",
+            "GreaterThanThreshold",
+            t.ecs_cpu_percent,
+            "missing",
+            worker.metric("AWS/ECS", "CPUUtilization", "Average"),
+        ),
+        Signal(
+            "worker-memory",
+            f"Worker memory above {t.ecs_memory_percent}%",
+            "GreaterThanThreshold",
+            t.ecs_memory_percent,
+            "missing",
+            worker.metric("AWS/ECS", "MemoryUtilization", "Average"),
+        ),
+        Signal(
+            "worker-tasks-below-minimum",
+            f"Fewer than {worker.min_tasks} worker tasks run",
+            "LessThanThreshold",
+            worker.min_tasks,
+            "breaching",
+            worker.metric("ECS/ContainerInsights", "RunningTaskCount", "Minimum"),
+        ),
+    ]

@@ -1,7 +1,8 @@
-"""Every per-environment value of the platform, in one place.
+"""Every per-environment value of the platform, in one place: the constructs' own settings, composed.
 
 The stack reads nothing from the process environment itself: `load_environments` is the only reader,
-and it validates everything before anything is synthesized.
+and it validates everything before anything is synthesized. The repository's layout (where each
+function's code is) is known here, and reaches the constructs through their settings.
 """
 
 from __future__ import annotations
@@ -9,19 +10,29 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from iot_constructs.alarm_thresholds import AlarmThresholds
+from iot_constructs.api import ApiSettings
+from iot_constructs.cache import CacheSettings
+from iot_constructs.data import DataSettings
+from iot_constructs.database import DatabaseSettings
+from iot_constructs.event_source import EventSourceSettings
+from iot_constructs.file_system import FileSystemSettings
+from iot_constructs.function import FunctionSettings
+from iot_constructs.ingestion import IngestionSettings
+from iot_constructs.kms import KeySettings
 from iot_constructs.naming import Naming
-
-if TYPE_CHECKING:  # the construct modules load the provider bindings: too slow for validating input
-    from iot_constructs.datastores import DatabaseEngine
-    from iot_constructs.network import NatMode
-    from iot_constructs.stream import StreamMode
+from iot_constructs.network import NetworkSettings
+from iot_constructs.observability import AlarmThresholds
+from iot_constructs.processing import ProcessingSettings, SinkSettings
+from iot_constructs.stream import StreamSettings
+from iot_constructs.worker import WorkerSettings
 
 PROJECT = "iot-platform"
 OWNER = "platform-team"
 DEFAULT_REGION = "us-east-1"
+FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
+READING_SCHEMA = FUNCTIONS_DIR / "ingest" / "reading_schema.json"
 
 # moto server's default address; `LOCAL_AWS_ENDPOINT` points the local environment elsewhere.
 DEFAULT_LOCAL_ENDPOINT = "http://127.0.0.1:5000"
@@ -48,112 +59,6 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class NetworkConfig:
-    cidr: str
-    az_count: int
-    nat_mode: NatMode
-    interface_endpoints: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    mode: StreamMode
-    shard_count: int | None  # provisioned streams only
-    retention_hours: int
-    shard_level_metrics: bool
-
-
-@dataclass(frozen=True)
-class FunctionSizing:
-    memory_mb: int
-    timeout_seconds: int
-    reserved_concurrency: int
-
-
-@dataclass(frozen=True)
-class ProcessingConfig:
-    """How the processor function reads the stream."""
-
-    batch_size: int
-    batching_window_seconds: int
-    parallelization_factor: int
-    """Concurrent batches per shard (1 to 10); readings of one device stay in order either way."""
-    max_retry_attempts: int
-    max_record_age_seconds: int
-
-
-@dataclass(frozen=True)
-class ReadingsConfig:
-    """What the ingest function accepts and how long the tables keep readings."""
-
-    max_batch_size: int = 500  # one PutRecords call
-    max_body_bytes: int = 262_144
-    max_clock_skew_seconds: int = 300
-    max_reading_age_seconds: int = 86_400
-    put_records_max_attempts: int = 5
-    dynamodb_max_attempts: int = 5
-    reading_ttl_days: int = 30
-    aggregate_ttl_days: int = 365
-    # Written once; operators then change the parameter without a deploy.
-    initial_thresholds: str = '{"temperature": {"max": 80}, "humidity": {"min": 5, "max": 95}}'
-
-
-@dataclass(frozen=True)
-class DatabaseConfig:
-    engine: DatabaseEngine
-    backup_retention_days: int
-    password_rotation_days: int = 30
-    # RDS
-    instance_class: str = "db.t4g.medium"
-    allocated_storage_gb: int = 20
-    multi_az: bool = False
-    # Aurora Serverless v2, in ACUs
-    min_capacity: float = 0.5
-    max_capacity: float = 4
-    reader: bool = False
-
-
-@dataclass(frozen=True)
-class CacheConfig:
-    node_type: str
-    shards: int
-    replicas_per_shard: int
-    snapshot_retention_days: int
-    token_rotation_days: int = 30
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """The ECS stream worker's size and scaling."""
-
-    image_tag: str
-    cpu: int
-    memory_mb: int
-    min_tasks: int
-    max_tasks: int
-    autoscaling: bool
-    cpu_target_percent: int = 60
-    iterator_age_target_ms: int = 1000
-    scale_in_cooldown_seconds: int = 300
-    scale_out_cooldown_seconds: int = 60
-
-
-@dataclass(frozen=True)
-class ApiConfig:
-    """Throttling of the whole stage and per client (API key), execution logging, and the WAF."""
-
-    throttle_rate: int
-    throttle_burst: int
-    client_rate: int
-    client_burst: int
-    client_quota_per_day: int
-    logging_level: str
-    # API Gateway's CloudWatch role is one per account and region: the one stack per account that owns it.
-    manage_account_logging_role: bool
-    waf_rate_limit: int | None  # requests per 5 minutes from one IP; None: no WAF
-
-
-@dataclass(frozen=True)
 class StateBackend:
     """Where Terraform keeps this environment's state: s3://<bucket>/<key_prefix>/<env>/terraform.tfstate."""
 
@@ -167,21 +72,13 @@ class StateBackend:
 class EnvironmentConfig:
     name: str
     region: str
-    network: NetworkConfig
-    stream: StreamConfig
-    functions: dict[str, FunctionSizing]
-    """Sizing per function: ingest, processor, query."""
-    processing: ProcessingConfig
-    readings: ReadingsConfig
-    database: DatabaseConfig
-    cache: CacheConfig | None
-    """None where Redis cannot run (the emulator)."""
-    file_system_backups: bool
-    worker: WorkerConfig
-    api: ApiConfig
+    network: NetworkSettings
+    ingestion: IngestionSettings
+    processing: ProcessingSettings
+    data: DataSettings
     alarms: AlarmThresholds
+    keys: KeySettings
     log_retention_days: int
-    kms_deletion_window_days: int
     # Destroyable environments carry no deletion protection and skip final snapshots.
     destroyable: bool
     backend: StateBackend
@@ -193,17 +90,18 @@ class EnvironmentConfig:
         return f"{PROJECT}-{self.name}"
 
     @property
-    def availability_zones(self) -> tuple[str, ...]:
-        """The region's first `az_count` zones."""
-        return tuple(f"{self.region}{letter}" for letter in "abcdef"[: self.network.az_count])
-
-    @property
-    def powertools_layer_arn(self) -> str:
-        return POWERTOOLS_LAYER_ARN.format(region=self.region)
-
-    @property
     def naming(self) -> Naming:
         return Naming(PROJECT, self.name)
+
+    @property
+    def functions(self) -> dict[str, FunctionSettings]:
+        """Every Lambda function's settings, by the component it is named after."""
+        return {
+            "ingest": self.ingestion.ingest,
+            "processor": self.processing.processor,
+            "query": self.ingestion.query,
+            **({"redis-rotation": self.data.token_rotator} if self.data.cache else {}),
+        }
 
 
 _DEFAULT_BACKEND = StateBackend(bucket=f"{PROJECT}-terraform-state", region=DEFAULT_REGION)
@@ -215,46 +113,82 @@ POWERTOOLS_LAYER_ARN = (
     "arn:aws:lambda:{region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python311-x86_64:27"
 )
 
-# Rotation waits up to 10 minutes for ElastiCache to apply a token (ELASTICACHE_WAIT_SECONDS), one at a time.
-_ROTATION = {"redis-rotation": FunctionSizing(memory_mb=256, timeout_seconds=900, reserved_concurrency=1)}
+
+def _zones(region: str, count: int) -> tuple[str, ...]:
+    """The region's first `count` availability zones."""
+    return tuple(f"{region}{letter}" for letter in "abcdef"[:count])
+
+
+def _function(name: str, memory_mb: int, timeout_seconds: int, reserved_concurrency: int) -> FunctionSettings:
+    """A function whose code is functions/<name>/, running with the Powertools layer."""
+    return FunctionSettings(
+        source=FUNCTIONS_DIR / name,
+        memory_mb=memory_mb,
+        timeout_seconds=timeout_seconds,
+        reserved_concurrency=reserved_concurrency,
+        layers=(POWERTOOLS_LAYER_ARN.format(region=DEFAULT_REGION),),
+        # redis-py is in neither the runtime nor the layer.
+        bundled_distributions=("redis",) if name == "redis_rotation" else (),
+    )
+
+
+def _ingestion(stream: StreamSettings, sizes: tuple[int, int, int], api: ApiSettings) -> IngestionSettings:
+    """`sizes`: the ingest and query functions' memory and their reserved concurrency each."""
+    memory_mb, ingest_concurrency, query_concurrency = sizes
+    return IngestionSettings(
+        stream=stream,
+        ingest=_function("ingest", memory_mb, 10, ingest_concurrency),
+        query=_function("query", memory_mb, 10, query_concurrency),
+        api=api,
+    )
+
+
+def _data(database: DatabaseSettings, cache: CacheSettings | None, backups: bool = True) -> DataSettings:
+    return DataSettings(
+        database=database,
+        # Rotation waits up to 10 minutes for ElastiCache to apply a token (ELASTICACHE_WAIT_SECONDS),
+        # one rotation at a time.
+        token_rotator=_function("redis_rotation", 256, 900, 1),
+        cache=cache,
+        file_system=FileSystemSettings(automatic_backups=backups),
+    )
+
 
 _DEV = EnvironmentConfig(
     name="dev",
     region=DEFAULT_REGION,
-    network=NetworkConfig(cidr="10.10.0.0/16", az_count=2, nat_mode="single", interface_endpoints=()),
-    stream=StreamConfig(mode="on-demand", shard_count=None, retention_hours=24, shard_level_metrics=False),
-    functions={
-        "ingest": FunctionSizing(memory_mb=256, timeout_seconds=10, reserved_concurrency=10),
-        "processor": FunctionSizing(memory_mb=512, timeout_seconds=60, reserved_concurrency=5),
-        "query": FunctionSizing(memory_mb=256, timeout_seconds=10, reserved_concurrency=5),
-        **_ROTATION,
-    },
-    processing=ProcessingConfig(
-        batch_size=100,
-        batching_window_seconds=1,
-        parallelization_factor=1,
-        max_retry_attempts=3,
-        max_record_age_seconds=3600,
+    network=NetworkSettings(
+        cidr="10.10.0.0/16", availability_zones=_zones(DEFAULT_REGION, 2), nat_mode="single"
     ),
-    readings=ReadingsConfig(),
+    ingestion=_ingestion(
+        StreamSettings(mode="on-demand", retention_hours=24),
+        (256, 10, 5),
+        ApiSettings(
+            reading_schema=READING_SCHEMA,
+            throttle_rate=100,
+            throttle_burst=200,
+            client_rate=50,
+            client_burst=100,
+            client_quota_per_day=100_000,
+            logging_level="INFO",
+            manage_account_logging_role=True,
+        ),
+    ),
+    processing=ProcessingSettings(
+        processor=_function("processor", 512, 60, 5),
+        event_source=EventSourceSettings(
+            batch_size=100,
+            batching_window_seconds=1,
+            parallelization_factor=1,
+            max_retry_attempts=3,
+            max_record_age_seconds=3600,
+        ),
+        worker=WorkerSettings(image_tag="0.1.0", cpu=256, memory_mb=512, min_tasks=1, max_tasks=2),
+    ),
     # Scales to zero when idle: dev pays for storage only.
-    database=DatabaseConfig(
-        engine="aurora-serverless", backup_retention_days=1, min_capacity=0, max_capacity=2
-    ),
-    cache=CacheConfig(node_type="cache.t4g.micro", shards=1, replicas_per_shard=0, snapshot_retention_days=1),
-    file_system_backups=True,
-    worker=WorkerConfig(
-        image_tag="0.1.0", cpu=256, memory_mb=512, min_tasks=1, max_tasks=2, autoscaling=True
-    ),
-    api=ApiConfig(
-        throttle_rate=100,
-        throttle_burst=200,
-        client_rate=50,
-        client_burst=100,
-        client_quota_per_day=100_000,
-        logging_level="INFO",
-        manage_account_logging_role=True,
-        waf_rate_limit=None,
+    data=_data(
+        DatabaseSettings(engine="aurora-serverless", backup_retention_days=1, min_capacity=0, max_capacity=2),
+        CacheSettings(node_type="cache.t4g.micro", shards=1, replicas_per_shard=0, snapshot_retention_days=1),
     ),
     alarms=AlarmThresholds(
         api_5xx_percent=5,
@@ -270,8 +204,8 @@ _DEV = EnvironmentConfig(
         ecs_memory_percent=90,
         silent_stream_minutes=None,  # dev is often quiet
     ),
+    keys=KeySettings(deletion_window_days=7),
     log_retention_days=30,
-    kms_deletion_window_days=7,
     destroyable=True,
     backend=_DEFAULT_BACKEND,
 )
@@ -281,89 +215,100 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
     "staging": replace(
         _DEV,
         name="staging",
-        network=NetworkConfig(
-            cidr="10.20.0.0/16", az_count=2, nat_mode="single", interface_endpoints=_PROD_ENDPOINTS
-        ),
-        stream=StreamConfig(mode="provisioned", shard_count=2, retention_hours=48, shard_level_metrics=False),
-        functions={
-            "ingest": FunctionSizing(memory_mb=512, timeout_seconds=10, reserved_concurrency=20),
-            "processor": FunctionSizing(memory_mb=1024, timeout_seconds=60, reserved_concurrency=4),
-            "query": FunctionSizing(memory_mb=512, timeout_seconds=10, reserved_concurrency=10),
-            **_ROTATION,
-        },
-        processing=replace(_DEV.processing, parallelization_factor=2),
-        database=DatabaseConfig(
-            engine="aurora-serverless", backup_retention_days=7, min_capacity=0.5, max_capacity=4, reader=True
-        ),
-        cache=CacheConfig(
-            node_type="cache.t4g.small", shards=2, replicas_per_shard=1, snapshot_retention_days=3
-        ),
-        # At most one task per shard: async-kinesis leases whole shards, so more tasks would idle.
-        worker=WorkerConfig(
-            image_tag="0.1.0", cpu=512, memory_mb=1024, min_tasks=2, max_tasks=2, autoscaling=True
+        network=NetworkSettings(
+            cidr="10.20.0.0/16",
+            availability_zones=_zones(DEFAULT_REGION, 2),
+            nat_mode="single",
+            interface_endpoints=_PROD_ENDPOINTS,
         ),
         # Staging shares dev's account, whose stack owns API Gateway's logging role.
-        api=ApiConfig(
-            throttle_rate=200,
-            throttle_burst=400,
-            client_rate=100,
-            client_burst=200,
-            client_quota_per_day=1_000_000,
-            logging_level="INFO",
-            manage_account_logging_role=False,
-            waf_rate_limit=2_000,
+        ingestion=_ingestion(
+            StreamSettings(mode="provisioned", shard_count=2, retention_hours=48),
+            (512, 20, 10),
+            ApiSettings(
+                reading_schema=READING_SCHEMA,
+                throttle_rate=200,
+                throttle_burst=400,
+                client_rate=100,
+                client_burst=200,
+                client_quota_per_day=1_000_000,
+                logging_level="INFO",
+                manage_account_logging_role=False,
+                waf_rate_limit=2_000,
+            ),
+        ),
+        processing=replace(
+            _DEV.processing,
+            processor=_function("processor", 1024, 60, 4),
+            event_source=replace(_DEV.processing.event_source, parallelization_factor=2),
+            # At most one task per shard: async-kinesis leases whole shards, so more tasks would idle.
+            worker=WorkerSettings(image_tag="0.1.0", cpu=512, memory_mb=1024, min_tasks=2, max_tasks=2),
+        ),
+        data=_data(
+            DatabaseSettings(
+                engine="aurora-serverless",
+                backup_retention_days=7,
+                min_capacity=0.5,
+                max_capacity=4,
+                reader=True,
+            ),
+            CacheSettings(
+                node_type="cache.t4g.small", shards=2, replicas_per_shard=1, snapshot_retention_days=3
+            ),
         ),
         alarms=replace(_DEV.alarms, api_5xx_percent=2, iterator_age_ms=10_000),
+        keys=KeySettings(deletion_window_days=30),
         log_retention_days=90,
         destroyable=False,
-        kms_deletion_window_days=30,
     ),
     "prod": replace(
         _DEV,
         name="prod",
-        network=NetworkConfig(
-            cidr="10.30.0.0/16", az_count=3, nat_mode="per-az", interface_endpoints=_PROD_ENDPOINTS
+        network=NetworkSettings(
+            cidr="10.30.0.0/16",
+            availability_zones=_zones(DEFAULT_REGION, 3),
+            nat_mode="per-az",
+            interface_endpoints=_PROD_ENDPOINTS,
         ),
-        stream=StreamConfig(
-            mode="provisioned", shard_count=10, retention_hours=168, shard_level_metrics=True
+        ingestion=_ingestion(
+            StreamSettings(mode="provisioned", shard_count=10, retention_hours=168, shard_level_metrics=True),
+            (1024, 200, 50),
+            ApiSettings(
+                reading_schema=READING_SCHEMA,
+                throttle_rate=1_000,
+                throttle_burst=2_000,
+                client_rate=200,
+                client_burst=400,
+                client_quota_per_day=20_000_000,
+                logging_level="ERROR",
+                manage_account_logging_role=True,
+                waf_rate_limit=10_000,
+            ),
         ),
-        functions={
-            "ingest": FunctionSizing(memory_mb=1024, timeout_seconds=10, reserved_concurrency=200),
-            "processor": FunctionSizing(memory_mb=1024, timeout_seconds=60, reserved_concurrency=50),
-            "query": FunctionSizing(memory_mb=1024, timeout_seconds=10, reserved_concurrency=50),
-            **_ROTATION,
-        },
-        processing=ProcessingConfig(
-            batch_size=500,
-            batching_window_seconds=1,
-            parallelization_factor=5,
-            max_retry_attempts=5,
-            max_record_age_seconds=6 * 3600,
+        processing=ProcessingSettings(
+            processor=_function("processor", 1024, 60, 50),
+            event_source=EventSourceSettings(
+                batch_size=500,
+                batching_window_seconds=1,
+                parallelization_factor=5,
+                max_retry_attempts=5,
+                max_record_age_seconds=6 * 3600,
+            ),
+            # The seeds ask for lag under 2 s: scale out before the iterator age reaches a second.
+            worker=WorkerSettings(image_tag="0.1.0", cpu=1024, memory_mb=2048, min_tasks=2, max_tasks=10),
+            sink=SinkSettings(reading_ttl_days=90),
         ),
-        readings=replace(_DEV.readings, reading_ttl_days=90),
-        database=DatabaseConfig(
-            engine="rds",
-            backup_retention_days=30,
-            instance_class="db.r6g.large",
-            allocated_storage_gb=200,
-            multi_az=True,
-        ),
-        cache=CacheConfig(
-            node_type="cache.r7g.large", shards=3, replicas_per_shard=1, snapshot_retention_days=7
-        ),
-        # The seeds ask for lag under 2 s: scale out before the iterator age reaches a second.
-        worker=WorkerConfig(
-            image_tag="0.1.0", cpu=1024, memory_mb=2048, min_tasks=2, max_tasks=10, autoscaling=True
-        ),
-        api=ApiConfig(
-            throttle_rate=1_000,
-            throttle_burst=2_000,
-            client_rate=200,
-            client_burst=400,
-            client_quota_per_day=20_000_000,
-            logging_level="ERROR",
-            manage_account_logging_role=True,
-            waf_rate_limit=10_000,
+        data=_data(
+            DatabaseSettings(
+                engine="rds",
+                backup_retention_days=30,
+                instance_class="db.r6g.large",
+                allocated_storage_gb=200,
+                multi_az=True,
+            ),
+            CacheSettings(
+                node_type="cache.r7g.large", shards=3, replicas_per_shard=1, snapshot_retention_days=7
+            ),
         ),
         # The seeds ask for stream lag under 2 s; devices report every minute: 10 silent minutes is an outage.
         alarms=AlarmThresholds(
@@ -380,23 +325,30 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             ecs_memory_percent=80,
             silent_stream_minutes=10,
         ),
+        keys=KeySettings(deletion_window_days=30),
         log_retention_days=365,
         destroyable=False,
-        kms_deletion_window_days=30,
     ),
     # The local environment runs on the emulator: no NAT (nothing to reach), no interface endpoints.
     "local": replace(
         _DEV,
         name="local",
-        network=NetworkConfig(cidr="10.40.0.0/16", az_count=2, nat_mode="none", interface_endpoints=()),
+        network=NetworkSettings(
+            cidr="10.40.0.0/16", availability_zones=_zones(DEFAULT_REGION, 2), nat_mode="none"
+        ),
         log_retention_days=7,
         # What the emulator cannot run (stacks/emulator.py): ElastiCache, EFS backup policies, autoscaling
         # targets; and it holds one DB instance per server.
-        database=DatabaseConfig(engine="rds", backup_retention_days=1, instance_class="db.t4g.micro"),
-        cache=None,
-        file_system_backups=False,
-        worker=WorkerConfig(
-            image_tag="0.1.0", cpu=256, memory_mb=512, min_tasks=1, max_tasks=1, autoscaling=False
+        data=_data(
+            DatabaseSettings(engine="rds", backup_retention_days=1, instance_class="db.t4g.micro"),
+            None,
+            backups=False,
+        ),
+        processing=replace(
+            _DEV.processing,
+            worker=WorkerSettings(
+                image_tag="0.1.0", cpu=256, memory_mb=512, min_tasks=1, max_tasks=1, autoscaling=False
+            ),
         ),
         emulator_endpoint=DEFAULT_LOCAL_ENDPOINT,
     ),
@@ -435,12 +387,8 @@ def environment(name: str, environ: Mapping[str, str]) -> EnvironmentConfig:
 
 def short_lived_environment(suffix: str, environ: Mapping[str, str]) -> EnvironmentConfig:
     """A destroyable environment named by `suffix` (for example pr-123), sized like dev, in dev's account."""
-    config = replace(
-        _DEV,
-        name=validate_suffix(suffix),
-        log_retention_days=7,
-        api=replace(_DEV.api, manage_account_logging_role=False),
-    )
+    ingestion = replace(_DEV.ingestion, api=replace(_DEV.ingestion.api, manage_account_logging_role=False))
+    config = replace(_DEV, name=validate_suffix(suffix), log_retention_days=7, ingestion=ingestion)
     return _with_overrides(config, environ)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from iot_constructs.api import readings_request_schema
-from stacks.config import PROJECT, environment, short_lived_environment
+from stacks.config import PROJECT, READING_SCHEMA, environment, short_lived_environment
 from tests.conftest import LONGEST_SUFFIX, Synth
 from tests.synth_json import one, reference_target, resources
 
@@ -34,7 +34,7 @@ def test_post_validates_the_body_against_the_readings_model_and_get_its_paramete
     assert body_validator.get("validate_request_body") is True
     ((model_name, model),) = resources(stack, "aws_api_gateway_model").items()
     assert post["request_models"] == {"application/json": f"${{aws_api_gateway_model.{model_name}.name}}"}
-    assert json.loads(model["schema"]) == readings_request_schema()
+    assert json.loads(model["schema"]) == readings_request_schema(READING_SCHEMA)
     parameter_validator = validators[reference_target(get["request_validator_id"]).split(".")[1]]
     assert parameter_validator.get("validate_request_parameters") is True
     assert get["request_parameters"]["method.request.path.device_id"] is True
@@ -57,7 +57,7 @@ def test_both_routes_are_lambda_proxies_invocable_only_from_this_api(stack: dict
 
 
 def test_throttling_follows_the_environment(stack: dict[str, Any], stack_name: str) -> None:
-    api = config_of(stack_name).api
+    api = config_of(stack_name).ingestion.api
     settings = one(stack, "aws_api_gateway_method_settings")["settings"]
     assert (settings["throttling_rate_limit"], settings["throttling_burst_limit"]) == (
         api.throttle_rate,
@@ -73,7 +73,7 @@ def test_throttling_follows_the_environment(stack: dict[str, Any], stack_name: s
 
 
 def test_prod_allows_1000_requests_a_second_and_200_per_client() -> None:
-    api = environment("prod", {}).api
+    api = environment("prod", {}).ingestion.api
     assert (api.throttle_rate, api.throttle_burst, api.client_rate, api.client_burst) == (
         1000,
         2000,
@@ -125,7 +125,10 @@ def test_staging_and_prod_put_a_web_acl_with_managed_rules_and_a_rate_limit_on_t
         ]
         assert "AWSManagedRulesKnownBadInputsRuleSet" in groups
         (rate,) = [r for r in acl["rule"] if "rate_based_statement" in r["statement"]]
-        assert rate["statement"]["rate_based_statement"]["limit"] == environment(name, {}).api.waf_rate_limit
+        assert (
+            rate["statement"]["rate_based_statement"]["limit"]
+            == environment(name, {}).ingestion.api.waf_rate_limit
+        )
         assert rate["action"] == {"block": {}}
         association = one(stack, "aws_wafv2_web_acl_association")
         assert reference_target(association["resource_arn"]).startswith("aws_api_gateway_stage.")
@@ -133,4 +136,4 @@ def test_staging_and_prod_put_a_web_acl_with_managed_rules_and_a_rate_limit_on_t
 
 def test_one_stack_per_account_owns_api_gateways_logging_role(stack: dict[str, Any], stack_name: str) -> None:
     accounts = resources(stack, "aws_api_gateway_account")
-    assert len(accounts) == int(config_of(stack_name).api.manage_account_logging_role)
+    assert len(accounts) == int(config_of(stack_name).ingestion.api.manage_account_logging_role)

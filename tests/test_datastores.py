@@ -73,7 +73,7 @@ def test_each_environment_gets_its_configured_database_engine(
     synth: Synth, name: str, engine: str, instances: int
 ) -> None:
     stack = synth.stacks[f"{PROJECT}-{name}"]
-    config = environment(name, {}).database
+    config = environment(name, {}).data.database
     if engine == "aurora":
         assert not resources(stack, "aws_db_instance")
         cluster = one(stack, "aws_rds_cluster")
@@ -161,7 +161,7 @@ def test_protection_and_backups_follow_the_environment(stack: dict[str, Any], st
     assert body["skip_final_snapshot"] is (not protected)
     assert ("final_snapshot_identifier" in body) is protected
     if config:
-        assert body["backup_retention_period"] == config.database.backup_retention_days
+        assert body["backup_retention_period"] == config.data.database.backup_retention_days
 
 
 def test_the_master_password_rotates_every_30_days(stack: dict[str, Any], stack_name: str) -> None:
@@ -232,7 +232,7 @@ def test_redis_is_encrypted_authenticated_logged_and_reachable_from_compute_only
     assert reference_target(group["auth_token"]).startswith("data.aws_secretsmanager_random_password.")
     assert group["lifecycle"]["ignore_changes"] == ["auth_token", "auth_token_update_strategy"]
     assert sorted(d["log_type"] for d in group["log_delivery_configuration"]) == ["engine-log", "slow-log"]
-    assert group["snapshot_retention_limit"] == environment(name, {}).cache.snapshot_retention_days  # type: ignore[union-attr]
+    assert group["snapshot_retention_limit"] == environment(name, {}).data.cache.snapshot_retention_days  # type: ignore[union-attr]
     (group_sg,) = group["security_group_ids"]
     sources = {
         rule["referenced_security_group_id"]
@@ -264,68 +264,47 @@ def test_the_redis_auth_token_rotates_every_30_days_through_its_function(synth: 
     assert permission["source_arn"] == rotation["secret_id"].replace(".id}", ".arn}")
 
 
-def test_grant_read_secret_allows_reading_the_secret_and_decrypting_it_only() -> None:
-    """The grant the compute side uses for migrations, on a minimal stack of its own."""
+def test_a_grant_returns_what_it_attached_and_the_key_states_its_own_part() -> None:
+    """A table's read grant on a minimal stack: the table's actions and its key's decrypt, nothing else."""
     import json as json_module
 
     from cdktf import App, TerraformStack, Testing
-    from cdktf_cdktf_provider_aws.iam_role import IamRole
 
     from iot_constructs.account import Account
-    from iot_constructs.datastores import Database, DatabaseProps
-    from iot_constructs.kms import EncryptionKey, EncryptionKeyProps
-    from iot_constructs.naming import Naming
-    from iot_constructs.network import Network, NetworkProps
+    from iot_constructs.iam import service_role
+    from iot_constructs.kms import DECRYPT_ACTIONS, EncryptionKey
+    from iot_constructs.table import READ_ACTIONS, Table
 
-    naming = Naming(PROJECT, "unit")
     stack = TerraformStack(App(), "unit")
     account = Account.of(stack)
     key = EncryptionKey(
-        stack,
-        "key",
-        EncryptionKeyProps(account=account, alias="unit", description="unit", deletion_window_days=7),
+        stack, "key", account=account, alias="unit", description="unit", deletion_window_days=7
     )
-    network = Network(
+    table = Table(
         stack,
-        "network",
-        NetworkProps(
-            naming=naming,
-            account=account,
-            cidr="10.0.0.0/16",
-            availability_zones=("us-east-1a", "us-east-1b"),
-            nat_mode="none",
-            flow_log_key=key,
-            flow_log_retention_days=7,
-        ),
+        "table",
+        name="unit",
+        partition_key="device_id",
+        sort_key="timestamp",
+        ttl_attribute="expires_at",
+        key=key,
+        deletion_protection=False,
     )
-    database = Database(
-        stack,
-        "postgres",
-        DatabaseProps(
-            naming=naming,
-            account=account,
-            engine="rds",
-            network=network,
-            key=key,
-            logs_key=key,
-            log_retention_days=7,
-            backup_retention_days=1,
-            protected=False,
-        ),
-    )
-    role = IamRole(stack, "migrations", name="migrations", assume_role_policy="{}")
-    database.grant_read_secret(role)
+    role = service_role(stack, "reader", name="reader", service="lambda.amazonaws.com", account=account)
+    granted = table.grant_read_data(role)
+    assert granted.grantee is role
+    assert granted.actions == {*READ_ACTIONS, *DECRYPT_ACTIONS}
     synthesized = json_module.loads(Testing.synth(stack))
     (document,) = [
         d
         for name, d in synthesized["data"]["aws_iam_policy_document"].items()
-        if name.startswith("postgres_read")
+        if name.startswith("table_read")
     ]
-    secret, decrypt = document["statement"]
-    assert secret["actions"] == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]
-    assert secret["resources"] == [
-        "${aws_db_instance.postgres_instance_919E2690.master_user_secret[0].secret_arn}"
+    table_statement, key_statement = document["statement"]
+    assert table_statement["actions"] == list(READ_ACTIONS)
+    assert [reference_target(r) for r in table_statement["resources"]] == [
+        f"aws_dynamodb_table.{name}" for name in synthesized["resource"]["aws_dynamodb_table"]
     ]
-    assert decrypt["actions"] == ["kms:Decrypt"]
+    assert key_statement["actions"] == ["kms:Decrypt"]
     (key_name,) = synthesized["resource"]["aws_kms_key"]
-    assert [reference_target(r) for r in decrypt["resources"]] == [f"aws_kms_key.{key_name}"]
+    assert [reference_target(r) for r in key_statement["resources"]] == [f"aws_kms_key.{key_name}"]

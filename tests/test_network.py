@@ -123,7 +123,7 @@ def test_every_flow_is_logged_to_an_encrypted_log_group_kept_as_configured(synth
     assert log_group["retention_in_days"] == environment(name, {}).log_retention_days
     key = stack["resource"]["aws_kms_key"][reference_target(log_group["kms_key_id"]).split(".")[1]]
     assert key["enable_key_rotation"] is True
-    assert key["deletion_window_in_days"] == environment(name, {}).kms_deletion_window_days
+    assert key["deletion_window_in_days"] == environment(name, {}).keys.deletion_window_days
 
 
 def test_the_flow_log_role_is_assumable_by_this_accounts_flow_logs_and_writes_only_its_log_group(

@@ -52,16 +52,16 @@ def test_each_signal_has_its_alarm_with_the_configured_threshold(synth: Synth, n
         "aggregates-table-throttled": ({"ReadThrottleEvents", "WriteThrottleEvents"}, 0),
         "worker-cpu": ({"CPUUtilization"}, t.ecs_cpu_percent),
         "worker-memory": ({"MemoryUtilization"}, t.ecs_memory_percent),
-        "worker-tasks-below-minimum": ({"RunningTaskCount"}, config.worker.min_tasks),
+        "worker-tasks-below-minimum": ({"RunningTaskCount"}, config.processing.worker.min_tasks),
     }
-    for function in FUNCTIONS + (("redis-rotation",) if config.cache else ()):
+    for function in FUNCTIONS + (("redis-rotation",) if config.data.cache else ()):
         timeout_ms = config.functions[function].timeout_seconds * 1000
         expected |= {
             f"{function}-errors": ({"Errors"}, 0),
             f"{function}-throttles": ({"Throttles"}, 0),
             f"{function}-duration": ({"Duration"}, timeout_ms * t.function_duration_percent_of_timeout / 100),
         }
-    if config.cache:
+    if config.data.cache:
         expected |= {
             "redis-cpu": ({"EngineCPUUtilization"}, t.redis_cpu_percent),
             "redis-memory": ({"DatabaseMemoryUsagePercentage"}, t.redis_memory_percent),

@@ -77,7 +77,7 @@ def test_the_stream_is_sized_per_environment_and_encrypted_with_its_own_key(
     assert bool(stream.get("shard_level_metrics")) == shard_metrics
     assert stream["encryption_type"] == "KMS"
     assert reference_target(stream["kms_key_id"]) == f"aws_kms_key.{key_named(stack, 'stream')}"
-    assert stream["retention_period"] == config_of(f"{PROJECT}-{name}").stream.retention_hours
+    assert stream["retention_period"] == config_of(f"{PROJECT}-{name}").ingestion.stream.retention_hours
 
 
 def test_every_key_rotates(stack: dict[str, Any]) -> None:
@@ -110,7 +110,7 @@ def test_tables_are_on_demand_recoverable_encrypted_expiring_and_protected_outsi
 def test_the_processor_reads_the_stream_reporting_partial_failures_with_bounded_retries_to_a_dlq(
     stack: dict[str, Any], stack_name: str
 ) -> None:
-    processing = config_of(stack_name).processing
+    processing = config_of(stack_name).processing.event_source
     mapping = one(stack, "aws_lambda_event_source_mapping")
     assert mapping["function_response_types"] == ["ReportBatchItemFailures"]
     assert mapping["bisect_batch_on_function_error"] is True
@@ -138,10 +138,10 @@ def test_the_processor_reads_the_stream_reporting_partial_failures_with_bounded_
 def test_the_processor_can_keep_up_with_every_shard(stack_name: str) -> None:
     """Each shard runs `parallelization_factor` batches at once; on-demand streams start with 4 shards."""
     config = config_of(stack_name)
-    shards = config.stream.shard_count or 4
+    shards = config.ingestion.stream.shard_count or 4
     assert (
-        config.functions["processor"].reserved_concurrency
-        >= shards * config.processing.parallelization_factor
+        config.processing.processor.reserved_concurrency
+        >= shards * config.processing.event_source.parallelization_factor
     )
 
 
@@ -187,10 +187,10 @@ def test_functions_are_traced_sized_per_environment_in_private_subnets_with_a_dl
     if config.emulator_endpoint:
         assert "layers" not in fn, "the emulator knows no AWS-managed layers (stacks/emulator.py)"
     else:
-        assert fn["layers"] == [config.powertools_layer_arn]
+        assert fn["layers"] == list(sizing.layers)
     assert reference_target(fn["kms_key_arn"]) == f"aws_kms_key.{key_named(stack, 'data')}"
     assert reference_target(fn["dead_letter_config"]["target_arn"]).startswith("aws_sqs_queue.")
-    assert len(fn["vpc_config"]["subnet_ids"]) == config.network.az_count
+    assert len(fn["vpc_config"]["subnet_ids"]) == len(config.network.availability_zones)
     log_group = one(stack, "aws_cloudwatch_log_group", name=f"/aws/lambda/{name}")
     assert log_group["retention_in_days"] == config.log_retention_days
     assert reference_target(log_group["kms_key_id"]) == f"aws_kms_key.{key_named(stack, 'logs')}"

@@ -79,7 +79,7 @@ def test_the_service_scales_on_cpu_and_on_stream_lag_within_the_configured_bound
     synth: Synth, name: str
 ) -> None:
     stack = synth.stacks[f"{PROJECT}-{name}"]
-    worker = environment(name, {}).worker
+    worker = environment(name, {}).processing.worker
     target = one(stack, "aws_appautoscaling_target")
     assert (target["min_capacity"], target["max_capacity"]) == (worker.min_tasks, worker.max_tasks)
     policies = {

@@ -9,6 +9,7 @@ import fastjsonschema
 import pytest
 
 from iot_constructs.api import readings_request_schema
+from stacks.config import READING_SCHEMA
 
 NOW = datetime(2026, 11, 23, 17, 4, 5, tzinfo=UTC)
 READING = {"device_id": "sensor-1", "timestamp": "2026-11-23T17:04:00Z", "metrics": {"temperature": 21.5}}
@@ -25,7 +26,7 @@ SAMPLE_BODIES: dict[str, Any] = {
     "a string": "hello",
     "a batch with one bad reading": [READING, {**READING, "metrics": None}],
 }
-validate_model = fastjsonschema.compile(readings_request_schema())
+validate_model = fastjsonschema.compile(readings_request_schema(READING_SCHEMA))
 
 
 def model_accepts(body: Any) -> bool:

@@ -1,0 +1,172 @@
+"""Python Lambda functions with their own role, log group, security group and dead-letter queue."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cdktf import AssetType, TerraformAsset
+from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
+from cdktf_cdktf_provider_aws.iam_role import IamRole
+from cdktf_cdktf_provider_aws.lambda_function import (
+    LambdaFunction,
+    LambdaFunctionDeadLetterConfig,
+    LambdaFunctionEnvironment,
+    LambdaFunctionTracingConfig,
+    LambdaFunctionVpcConfig,
+)
+from cdktf_cdktf_provider_aws.security_group import SecurityGroup
+from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
+from constructs import Construct
+
+from iot_constructs.context import Context, Metric
+from iot_constructs.dead_letter_queue import DeadLetterQueue
+from iot_constructs.iam import allow, grant, service_role
+from iot_constructs.kms import EncryptionKey
+from iot_constructs.network import Network
+from iot_constructs.packaging import package
+
+RUNTIME = "python3.11"
+# Creating, describing and deleting its network interfaces is how Lambda joins a VPC; EC2 cannot scope these
+# actions to resources that do not exist yet, so AWS requires "*" (as AWSLambdaVPCAccessExecutionRole does).
+VPC_ACCESS_ACTIONS = (
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:UnassignPrivateIpAddresses",
+)
+# X-Ray has no resource-level permissions: AWS requires "*" (as in AWSXRayDaemonWriteAccess).
+TRACING_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
+
+
+@dataclass(frozen=True)
+class FunctionSettings:
+    source: Path
+    """The directory holding the function's handler.py, packaged whole."""
+    memory_mb: int = 256
+    timeout_seconds: int = 10
+    reserved_concurrency: int = 5
+    layers: tuple[str, ...] = ()
+    """Layer ARNs, for example the AWS-managed Powertools layer. Default: none."""
+    bundled_distributions: tuple[str, ...] = ()
+    """Python distributions that neither the runtime nor the layers provide, added to the package from the
+    synthesizing environment (so at the versions Pipfile.lock pins). Default: none."""
+
+    def __post_init__(self) -> None:
+        if not (self.source / "handler.py").is_file():
+            raise ValueError(f"no function code at {self.source}/handler.py")
+
+
+class Function(Construct):
+    """A Python Lambda function `<project>-<id>-<suffix>` in the private subnets, with HTTPS egress only.
+
+    The role starts with only what running needs (its log group, its network interfaces, tracing, its
+    dead-letter queue, its key); everything else comes from grants on the resources it uses.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        settings: FunctionSettings,
+        *,
+        context: Context,
+        key: EncryptionKey,
+        network: Network,
+        environment: Mapping[str, str],
+    ) -> None:
+        """`key` encrypts the function's environment variables and its dead-letter queue."""
+        super().__init__(scope, id)
+        naming = context.naming
+        name = naming.name(id)
+        log_group = CloudwatchLogGroup(
+            self,
+            "log-group",
+            name=f"/aws/lambda/{name}",
+            retention_in_days=context.log_retention_days,
+            kms_key_id=context.logs_key.key_arn,
+        )
+        self.role: IamRole = service_role(
+            self, "role", name=name, service="lambda.amazonaws.com", account=context.account
+        ).role
+        dead_letters = DeadLetterQueue(self, "dead-letters", name=naming.name(f"{id}-dlq"), key=key)
+        dead_letters.grant_send(self)
+        grant(
+            self,
+            self,
+            "run",
+            allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group.arn}:log-stream:*"]),
+            allow(VPC_ACCESS_ACTIONS, ["*"]),
+            allow(TRACING_ACTIONS, ["*"]),
+            key.grant_decrypt(),
+        )
+        self.security_group_id = self._security_group(name, network)
+        code = TerraformAsset(
+            self,
+            "code",
+            path=str(package(settings.source, settings.bundled_distributions)),
+            type=AssetType.FILE,
+        )
+        function = LambdaFunction(
+            self,
+            "function",
+            function_name=name,
+            role=self.role.arn,
+            runtime=RUNTIME,
+            handler="handler.handler",
+            filename=code.path,
+            source_code_hash=code.asset_hash,
+            memory_size=settings.memory_mb,
+            timeout=settings.timeout_seconds,
+            reserved_concurrent_executions=settings.reserved_concurrency,
+            layers=list(settings.layers),
+            environment=LambdaFunctionEnvironment(
+                variables={
+                    "POWERTOOLS_SERVICE_NAME": id,
+                    "POWERTOOLS_METRICS_NAMESPACE": naming.project,
+                    "POWERTOOLS_LOG_LEVEL": "INFO",
+                    **environment,
+                }
+            ),
+            kms_key_arn=key.key_arn,
+            tracing_config=LambdaFunctionTracingConfig(mode="Active"),
+            dead_letter_config=LambdaFunctionDeadLetterConfig(target_arn=dead_letters.queue_arn),
+            vpc_config=LambdaFunctionVpcConfig(
+                subnet_ids=network.private_subnet_ids, security_group_ids=[self.security_group_id]
+            ),
+            depends_on=[log_group],  # so that Lambda never creates an unencrypted group of its own first
+        )
+        self.function_name: str = function.function_name
+        self.function_arn: str = function.arn
+        self.invoke_arn: str = function.invoke_arn
+        self.timeout_seconds = settings.timeout_seconds
+        self.dead_letters = dead_letters
+
+    @property
+    def grant_principal(self) -> IamRole:
+        return self.role
+
+    def _security_group(self, name: str, network: Network) -> str:
+        security_group = SecurityGroup(
+            self,
+            "security-group",
+            name=name,
+            description=f"{name}: no inbound, HTTPS out to AWS APIs",
+            vpc_id=network.vpc_id,
+        )
+        VpcSecurityGroupEgressRule(
+            self,
+            "https-egress",
+            security_group_id=security_group.id,
+            description="HTTPS to AWS APIs, through the NAT gateways and VPC endpoints",
+            ip_protocol="tcp",
+            from_port=443,
+            to_port=443,
+            cidr_ipv4="0.0.0.0/0",
+        )
+        security_group_id: str = security_group.id
+        return security_group_id
+
+    def metric(self, name: str, statistic: str = "Sum") -> Metric:
+        return Metric("AWS/Lambda", name, {"FunctionName": self.function_name}, statistic)

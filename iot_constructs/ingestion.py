@@ -1,0 +1,90 @@
+"""The way in and out: the API, the functions behind it, and the stream ingest writes to."""
+
+from dataclasses import dataclass, field
+
+from constructs import Construct
+
+from iot_constructs.api import Api, ApiSettings
+from iot_constructs.context import Context, export
+from iot_constructs.function import Function, FunctionSettings
+from iot_constructs.kms import Keys
+from iot_constructs.network import Network
+from iot_constructs.stream import Stream, StreamSettings
+from iot_constructs.table import Table
+
+
+@dataclass(frozen=True)
+class ReadingLimits:
+    """What the ingest function accepts."""
+
+    max_batch_size: int = 500  # one PutRecords call
+    max_body_bytes: int = 262_144
+    max_clock_skew_seconds: int = 300
+    max_reading_age_seconds: int = 86_400
+    put_records_max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class IngestionSettings:
+    stream: StreamSettings
+    ingest: FunctionSettings
+    query: FunctionSettings
+    api: ApiSettings
+    limits: ReadingLimits = field(default_factory=ReadingLimits)
+
+
+class Ingestion:
+    """POST /v1/readings through the ingest function onto the stream; GET /v1/devices/{device_id}/readings
+    through the query function from the raw `readings` table.
+
+    A grouping, not a construct: its parts are built in `scope`, so that their Terraform addresses stay
+    where deployed stacks have them.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        settings: IngestionSettings,
+        *,
+        context: Context,
+        network: Network,
+        keys: Keys,
+        readings: Table,
+    ) -> None:
+        self.stream = Stream(scope, "stream", settings.stream, context=context, key=keys.stream)
+        limits = settings.limits
+        self.ingest = Function(
+            scope,
+            "ingest",
+            settings.ingest,
+            context=context,
+            key=keys.data,
+            network=network,
+            environment={
+                "STREAM_NAME": self.stream.stream_name,
+                "MAX_BATCH_SIZE": str(limits.max_batch_size),
+                "MAX_BODY_BYTES": str(limits.max_body_bytes),
+                "MAX_CLOCK_SKEW_SECONDS": str(limits.max_clock_skew_seconds),
+                "MAX_READING_AGE_SECONDS": str(limits.max_reading_age_seconds),
+                "PUT_RECORDS_MAX_ATTEMPTS": str(limits.put_records_max_attempts),
+            },
+        )
+        self.stream.grant_write(self.ingest)
+        self.query = Function(
+            scope,
+            "query",
+            settings.query,
+            context=context,
+            key=keys.data,
+            network=network,
+            environment={"RAW_TABLE_NAME": readings.table_name},
+        )
+        readings.grant_read_data(self.query)
+        self.api = Api(scope, "api", settings.api, context=context, ingest=self.ingest, query=self.query)
+        export(scope, "ingest_function_name", self.ingest.function_name, "Handles POST /v1/readings")
+        export(
+            scope,
+            "query_function_name",
+            self.query.function_name,
+            "Handles GET /v1/devices/{device_id}/readings",
+        )
