@@ -37,7 +37,7 @@ $(CHECKOV_VENV)/.installed: security/checkov-requirements.txt
 ## cache (about a second when current). Phony: the jsii cache lives outside the project.
 .PHONY: lazy-provider
 lazy-provider: .venv/.synced
-	$(PIPENV) run python -m tools.lazy_provider build
+	$(PIPENV) run python -m fast_synth build
 
 ## Synthesize every environment into cdktf.out/.
 synth: setup

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tools import lazy_provider
+import fast_synth
 
 SCENARIOS = ("synth", "import")
 # A short-lived environment besides the standing ones, so that every environment is synthesized.
@@ -68,7 +68,7 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
-    if reason := lazy_provider.unavailable_reason():
+    if reason := fast_synth.unavailable_reason():
         sys.exit(f"cannot measure fast synth: {reason}")
 
     print(f"{args.runs} runs each, on {os.cpu_count()} CPUs with a load average of {os.getloadavg()[0]:.1f}")
@@ -106,8 +106,8 @@ def sample(scenario: str, fast: bool) -> Sample:
         start = time.perf_counter()
         completed = subprocess.run(
             [sys.executable, "-m", "bench.synth", "--child", scenario, outdir],
-            cwd=lazy_provider.PROJECT_ROOT,
-            env={**os.environ, lazy_provider.ENV_VAR: "1" if fast else "0"},
+            cwd=fast_synth.PROJECT_ROOT,
+            env={**os.environ, fast_synth.ENV_VAR: "1" if fast else "0"},
             capture_output=True,
             text=True,
             check=False,
@@ -138,9 +138,8 @@ def child(scenario: str, outdir: str) -> None:
     # that handler has stopped and reaped Node. RUSAGE_CHILDREN then holds the peak of the largest
     # process below this one: the jsii kernel's Node process.
     atexit.register(report_peaks)
-    lazy_provider.enable()
     if scenario == "synth":
-        from main import synth_all
+        from stacks.app import synth_all  # importing the constructs turns fast synth on
 
         synth_all(Path(outdir), BENCH_ENVIRON)
     else:
@@ -154,7 +153,7 @@ def report_peaks() -> None:
             {
                 "python_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kib,
                 "node_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kib,
-                "lazy": lazy_provider.active(),
+                "lazy": fast_synth.active(),
             }
         )
     )

@@ -8,13 +8,8 @@ from typing import Any
 
 import pytest
 
-from tools import lazy_provider
-
-# Fast synth (tools/lazy_provider), before anything imports the provider bindings.
-lazy_provider.enable()
-
-from main import synth_all  # noqa: E402  (after enabling fast synth)
-from stacks.config import MAX_SUFFIX_LENGTH, PROJECT, STANDING_ENVIRONMENTS  # noqa: E402
+from stacks.app import synth_all
+from stacks.config import MAX_SUFFIX_LENGTH, PROJECT, STANDING_ENVIRONMENTS
 
 # The short-lived environment the tests synthesize has the longest suffix allowed, so that every
 # name-length check runs against the worst case.

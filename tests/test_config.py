@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from main import synth_all
+from stacks.app import synth_all
 from stacks.config import (
     MAX_SUFFIX_LENGTH,
     NAME_LIMITS,

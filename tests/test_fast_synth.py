@@ -1,4 +1,4 @@
-"""Fast synth (tools/lazy_provider) changes how the provider bindings load, never what is synthesized."""
+"""Fast synth (fast_synth) changes how the provider bindings load, never what is synthesized."""
 
 import base64
 import importlib.util
@@ -10,30 +10,28 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import fast_synth
+from fast_synth.build import KERNEL_PRELUDE
+from fast_synth.postponed import PostponedAnnotationsFinder, PostponedAnnotationsLoader
 from tests.conftest import STACK_NAMES, SYNTH_ENVIRON, require
-from tools import lazy_provider
-from tools.lazy_provider.build import KERNEL_PRELUDE
-from tools.lazy_provider.postponed import PostponedAnnotationsFinder, PostponedAnnotationsLoader
 
 # A fresh interpreter per synth, as a process imports the provider bindings only one way.
 SYNTH = """
 import json, sys
 from pathlib import Path
-from tools import lazy_provider
-
-lazy_provider.enable()
-from main import synth_all
+import fast_synth
+from stacks.app import synth_all  # importing the constructs turns fast synth on
 
 stacks = synth_all(Path(sys.argv[1]), json.loads(sys.argv[2]))
-print(json.dumps({"stacks": stacks, "lazy": lazy_provider.active()}))
+print(json.dumps({"stacks": stacks, "lazy": fast_synth.active()}))
 """
 
 
 def start_synth(outdir: Path, *, fast: bool) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-c", SYNTH, str(outdir), json.dumps(SYNTH_ENVIRON)],
-        cwd=lazy_provider.PROJECT_ROOT,
-        env={**os.environ, lazy_provider.ENV_VAR: "1" if fast else "0"},
+        cwd=fast_synth.PROJECT_ROOT,
+        env={**os.environ, fast_synth.ENV_VAR: "1" if fast else "0"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -52,8 +50,8 @@ def finish(synth: subprocess.Popen[str], *, fast: bool) -> list[str]:
 def run_python_with_fast_synth(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *args],
-        cwd=lazy_provider.PROJECT_ROOT,
-        env={**os.environ, lazy_provider.ENV_VAR: "1"},
+        cwd=fast_synth.PROJECT_ROOT,
+        env={**os.environ, fast_synth.ENV_VAR: "1"},
         capture_output=True,
         text=True,
         check=True,
@@ -67,12 +65,12 @@ def files(outdir: Path) -> dict[str, bytes]:
 
 
 def test_fast_synth_writes_the_same_bytes_as_stock_synth(tmp_path: Path) -> None:
-    reason = lazy_provider.unavailable_reason()
+    reason = fast_synth.unavailable_reason()
     require(reason is None, f"fast synth is unavailable: {reason}")
     # Both at once: the stock synth takes most of the time, the fast one fits in its shadow.
     stock_synth = start_synth(tmp_path / "stock", fast=False)
-    fast_synth = start_synth(tmp_path / "fast", fast=True)
-    assert finish(stock_synth, fast=False) == finish(fast_synth, fast=True) == STACK_NAMES
+    fast_run = start_synth(tmp_path / "fast", fast=True)
+    assert finish(stock_synth, fast=False) == finish(fast_run, fast=True) == STACK_NAMES
     stock_files, fast_files = files(tmp_path / "stock"), files(tmp_path / "fast")
     assert {f"stacks/{name}/cdk.tf.json" for name in STACK_NAMES} <= stock_files.keys()
     assert sorted(fast_files) == sorted(stock_files)
@@ -134,7 +132,7 @@ def test_a_bytecode_cache_that_cannot_be_written_leaves_the_import_working(tmp_p
 def test_fast_synth_loads_the_provider_submodules_with_postponed_annotations() -> None:
     from cdktf_cdktf_provider_aws import sqs_queue
 
-    require(lazy_provider.active(), f"fast synth is off: {lazy_provider.unavailable_reason()}")
+    require(fast_synth.active(), f"fast synth is off: {fast_synth.unavailable_reason()}")
     assert isinstance(sqs_queue.__spec__.loader, PostponedAnnotationsLoader)
     assert sqs_queue.SqsQueue.__init__.__annotations__["scope"] == "_constructs_77d1e7e8.Construct"
 
@@ -143,10 +141,10 @@ def test_fast_synth_loads_the_provider_submodules_with_postponed_annotations() -
 STRUCTS = """
 import json
 from jsii import _kernel
-from tools import lazy_provider
+import fast_synth
 
 stock = _kernel._make_reference_for_native
-lazy_provider.enable()
+fast_synth.enable()
 from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import (
     DataAwsIamPolicyDocumentConfig as Document,
     DataAwsIamPolicyDocumentStatement as Statement,
@@ -175,7 +173,7 @@ def without_nulls(value: object) -> object:
 
 
 def test_fast_synth_sends_structs_without_their_unset_fields_which_the_kernel_drops() -> None:
-    reason = lazy_provider.unavailable_reason()
+    reason = fast_synth.unavailable_reason()
     require(reason is None, f"fast synth is unavailable: {reason}")
     completed = run_python_with_fast_synth("-c", STRUCTS)
     sent = json.loads(completed.stdout)
@@ -208,7 +206,7 @@ def captured_traces(*, prelude: bool) -> dict[str, bool]:
     require(shutil.which("node") is not None, "node is not on PATH")
     script = (f"require({json.dumps(str(KERNEL_PRELUDE))});" if prelude else "") + CAPTURES
     completed = subprocess.run(
-        ["node", "-e", script], cwd=lazy_provider.PROJECT_ROOT, capture_output=True, text=True, check=True
+        ["node", "-e", script], cwd=fast_synth.PROJECT_ROOT, capture_output=True, text=True, check=True
     )
     # With the prelude, what the kernel prints arrives on stderr, as the relay would send it.
     printed = base64.b64decode(json.loads(completed.stderr)["stdout"]) if prelude else completed.stdout
@@ -223,7 +221,7 @@ def test_the_direct_kernel_skips_only_the_creation_traces_of_cdktf_tokens() -> N
 
 def test_the_local_tooling_enables_fast_synth_before_it_loads_the_kernel() -> None:
     """tools.local imports cdktf as it loads, so it has to turn fast synth on before anything else."""
-    reason = lazy_provider.unavailable_reason()
+    reason = fast_synth.unavailable_reason()
     require(reason is None, f"fast synth is unavailable: {reason}")
     completed = run_python_with_fast_synth("-m", "tools.local", "--help")
     assert "fast synth is off" not in completed.stderr, completed.stderr

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from main import synth_all
+from stacks.app import synth_all
 from stacks.config import EnvironmentConfig, environment
 from tests.conftest import require
 from tools.local.emulator import Emulator, start

@@ -17,26 +17,21 @@ import sys
 import time
 from pathlib import Path
 
-from tools import lazy_provider
-
-# Fast synth, as in main.py: before the imports below, which start the jsii kernel (cdktf) at import.
-lazy_provider.enable()
-
-from main import synth_all  # noqa: E402
-from stacks.config import (  # noqa: E402
+from stacks.app import synth_all
+from stacks.config import (
     STANDING_ENVIRONMENTS,
     ConfigError,
     EnvironmentConfig,
     environment,
     load_environments,
 )
-from stacks.emulator import IGNORED_DRIFT, OMITTED_ARGUMENTS, UNSUPPORTED_RESOURCES  # noqa: E402
-from tools.local.emulator import Emulator, EmulatorError, start  # noqa: E402
-from tools.local.plan_review import review  # noqa: E402
-from tools.local.round_trip import RoundTripError, round_trip  # noqa: E402
-from tools.local.security_scan import ScanError  # noqa: E402
-from tools.local.terraform import Terraform, TerraformError  # noqa: E402
-from tools.terraform import terraform_environ  # noqa: E402
+from stacks.emulator import IGNORED_DRIFT, OMITTED_ARGUMENTS, UNSUPPORTED_RESOURCES
+from tools.local.emulator import Emulator, EmulatorError, start
+from tools.local.plan_review import review
+from tools.local.round_trip import RoundTripError, round_trip
+from tools.local.security_scan import ScanError
+from tools.local.terraform import Terraform, TerraformError
+from tools.terraform import terraform_environ
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 OUTDIR = PROJECT_ROOT / "cdktf.out"

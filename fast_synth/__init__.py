@@ -2,7 +2,7 @@
 
 Importing anything from cdktf_cdktf_provider_aws runs its package `__init__`, which imports all 2,135
 resource modules, and the jsii kernel then requires all of them again in Node. The view, generated from
-the installed package by `python -m tools.lazy_provider build` into `.cache/lazy-provider/`, shadows the
+the installed package by `python -m fast_synth build` into `.cache/lazy-provider/`, shadows the
 package with one whose submodules load on first use, with their annotations unevaluated (postponed.py),
 backed by a copy of the provider's jsii tarball whose `index.js` defers each `require` the same way.
 Calls into the kernel get cheaper too: the view runs a copy of the jsii kernel that talks to Python
@@ -23,20 +23,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tools.lazy_provider.postponed import PostponedAnnotationsFinder
+from fast_synth.postponed import PostponedAnnotationsFinder
 
 ENV_VAR = "IOT_FAST_SYNTH"
 PACKAGE = "cdktf_cdktf_provider_aws"
 DISTRIBUTION = "cdktf-cdktf-provider-aws"
 JSII_DISTRIBUTION = "jsii"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 VIEW_DIR = PROJECT_ROOT / ".cache" / "lazy-provider"
 MANIFEST = VIEW_DIR / "manifest.json"
 KERNEL_PROGRAM = VIEW_DIR / "jsii-kernel" / "lib" / "program.js"
 KERNEL_NODE = Path(__file__).with_name("jsii-node")
 BYTECODE_DIR = VIEW_DIR / "bytecode"  # filled as the provider's submodules are first imported
 # Bumped whenever the generated view changes shape, so that views built by older code are rebuilt.
-FORMAT = 4
+FORMAT = 5
 SETUP_HINT = "run `make setup`"
 # What jsii's generated bindings name the functions whose annotations their type checks read.
 TYPE_CHECKING_STUB_PREFIX = "_typecheckingstub__"
@@ -56,7 +56,7 @@ def enable(environ: Mapping[str, str] = os.environ) -> bool:
         return True
     reason = unavailable_reason()
     if reason is None and (imported := [name for name in ("constructs", PACKAGE) if name in sys.modules]):
-        reason = f"{imported[0]} was imported before tools.lazy_provider.enable()"
+        reason = f"{imported[0]} was imported before fast_synth.enable()"
     if reason is not None:
         print(f"warning: fast synth is off: {reason}", file=sys.stderr)
         return False
@@ -75,7 +75,7 @@ def unavailable_reason() -> str | None:
     except FileNotFoundError:
         return f"the lazy provider view is not built ({SETUP_HINT})"
     if built["format"] != FORMAT:
-        return f"the lazy provider view was built by an older tools.lazy_provider ({SETUP_HINT})"
+        return f"the lazy provider view was built by an older fast_synth ({SETUP_HINT})"
     for distribution, key in ((DISTRIBUTION, "provider_version"), (JSII_DISTRIBUTION, "jsii_version")):
         try:
             installed = metadata.version(distribution)

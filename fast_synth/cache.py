@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tools.lazy_provider import PROJECT_ROOT
+from fast_synth import PROJECT_ROOT
 
 # Written last by the jsii 1.142 kernel once it has indexed an assembly in its cache entry.
 RUNTIME_INDEX = ".jsii.runtime.v1.json"
@@ -30,7 +30,7 @@ def warm(assembly: str, version: str, tarballs: Sequence[Path]) -> list[Path]:
         return []
     indexes = {tarball: entry(root, assembly, version, tarball) / RUNTIME_INDEX for tarball in tarballs}
     cold = {tarball: index for tarball, index in indexes.items() if not index.is_file()}
-    script = "import sys; from tools.lazy_provider.cache import load; load(*sys.argv[1:])"
+    script = "import sys; from fast_synth.cache import load; load(*sys.argv[1:])"
     loads = [
         subprocess.Popen(
             [sys.executable, "-c", script, assembly, version, str(tarball), str(index)], cwd=PROJECT_ROOT
