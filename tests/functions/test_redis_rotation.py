@@ -20,7 +20,6 @@ import importlib.util
 import io
 import itertools
 import json
-import shutil
 import socket
 import socketserver
 import subprocess
@@ -43,7 +42,7 @@ from moto import mock_aws
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.functions.conftest import FUNCTIONS, REGION, LambdaContext
+from tests.functions.conftest import FUNCTIONS, REGION, LambdaContext, redis_server_executable
 
 EVENT = json.loads((Path(__file__).parent / "fixtures" / "redis_rotation_event.json").read_text())
 GROUP_ID = "iot-redis"
@@ -102,8 +101,7 @@ class RedisServer:
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    executable = shutil.which("redis-server")
-    assert executable, "redis-server is not installed: apt-get install -y redis-server"
+    executable = redis_server_executable()
     port = free_port()
     directory = tmp_path_factory.mktemp("redis")
     # fmt: off
@@ -127,7 +125,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
             except redis.ConnectionError:
                 assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
                 time.sleep(0.02)
-        admin.cluster("ADDSLOTSRANGE", 0, 16383)
+        admin.cluster("ADDSLOTS", *range(16384))
         while admin.cluster("INFO")["cluster_state"] != "ok":
             assert time.monotonic() < deadline, "the one-node cluster did not become ok"
             time.sleep(0.02)

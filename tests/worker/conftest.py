@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 import redis
 from moto.server import ThreadedMotoServer
 
-from tests.functions.conftest import create_tables
+from tests.functions.conftest import create_tables, redis_server_executable
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
@@ -101,9 +100,7 @@ def moto_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def redis_port(tmp_path: Path) -> Iterator[int]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail("redis-server is not installed; on Debian: apt-get install redis-server")
+    executable = redis_server_executable()
     port = free_port()
     directory = tmp_path / "redis"
     directory.mkdir()
