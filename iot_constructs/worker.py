@@ -155,28 +155,7 @@ class WorkerService(Construct):
         self.security_group_id = self._security_group(name, network)
         file_system.allow_connections_from("worker", self.security_group_id)
 
-        container = {
-            "name": "worker",
-            "image": f"{repository.repository_url}:{settings.image_tag}",
-            "essential": True,
-            "user": WORKER_USER,
-            "readonlyRootFilesystem": True,
-            "privileged": False,
-            "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
-            "secrets": [{"name": k, "valueFrom": v.reference} for k, v in sorted(secrets.items())],
-            "mountPoints": [
-                {"sourceVolume": "artefacts", "containerPath": ARTEFACTS_DIR, "readOnly": False},
-                {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False},
-            ],
-            "logConfiguration": {
-                "logDriver": "awslogs",
-                "options": {
-                    "awslogs-group": log_group.name,
-                    "awslogs-region": context.account.region,
-                    "awslogs-stream-prefix": "worker",
-                },
-            },
-        }
+        container = self._container(settings, context, repository, log_group, environment, secrets)
         task_definition = self._task_definition(name, settings, container, execution_role.arn, file_system)
         service = EcsService(
             self,
@@ -214,6 +193,39 @@ class WorkerService(Construct):
     @property
     def grant_principal(self) -> IamRole:
         return self.task_role
+
+    @staticmethod
+    def _container(
+        settings: WorkerSettings,
+        context: Context,
+        repository: EcrRepository,
+        log_group: CloudwatchLogGroup,
+        environment: Mapping[str, str],
+        secrets: Mapping[str, SecretValue],
+    ) -> dict[str, Any]:
+        """The worker's container: non-root, read-only root filesystem, logs to its group."""
+        return {
+            "name": "worker",
+            "image": f"{repository.repository_url}:{settings.image_tag}",
+            "essential": True,
+            "user": WORKER_USER,
+            "readonlyRootFilesystem": True,
+            "privileged": False,
+            "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+            "secrets": [{"name": k, "valueFrom": v.reference} for k, v in sorted(secrets.items())],
+            "mountPoints": [
+                {"sourceVolume": "artefacts", "containerPath": ARTEFACTS_DIR, "readOnly": False},
+                {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False},
+            ],
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": log_group.name,
+                    "awslogs-region": context.account.region,
+                    "awslogs-stream-prefix": "worker",
+                },
+            },
+        }
 
     def _repository(self, name: str, key: EncryptionKey) -> EcrRepository:
         repository = EcrRepository(
