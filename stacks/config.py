@@ -43,13 +43,13 @@ SUFFIX_RULE = (
 )
 
 # AWS name limits for names of the form <project>-<component>-<suffix>, each with the longest
-# component the platform uses for that kind of resource. They decide the longest allowed suffix.
+# component the platform gives that kind of resource. They decide the longest allowed suffix; every other
+# name the platform creates has a limit of 80 characters or more.
 NAME_LIMITS: tuple[tuple[str, str, int], ...] = (
     ("ElastiCache replication group id", "redis", 40),
-    ("load balancer / target group name", "worker", 32),
-    ("IAM role / Lambda function name", "redis-rotation", 64),
+    ("IAM role name", "postgres-monitoring", 64),
+    ("Lambda function name", "redis-rotation", 64),
     ("RDS identifier", "postgres", 63),
-    ("S3 bucket name", "artifacts", 63),
 )
 MAX_SUFFIX_LENGTH = min(limit - len(f"{PROJECT}-{component}-") for _, component, limit in NAME_LIMITS)
 
