@@ -32,7 +32,6 @@ from cdktf_cdktf_provider_aws.api_gateway_usage_plan import (
     ApiGatewayUsagePlanThrottleSettings,
 )
 from cdktf_cdktf_provider_aws.api_gateway_usage_plan_key import ApiGatewayUsagePlanKey
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.iam_role_policy_attachment import IamRolePolicyAttachment
 from cdktf_cdktf_provider_aws.lambda_permission import LambdaPermission
 from cdktf_cdktf_provider_aws.wafv2_web_acl import (
@@ -296,12 +295,8 @@ class Api(Construct):
 
     def _stage(self, settings: ApiSettings, deployment: ApiGatewayDeployment) -> ApiGatewayStage:
         naming = self._context.naming
-        access_logs = CloudwatchLogGroup(
-            self,
-            "access-logs",
-            name=f"/{naming.project}/{naming.suffix}/api-access",
-            retention_in_days=self._context.log_retention_days,
-            kms_key_id=self._context.logs_key.key_arn,
+        access_logs = self._context.log_group(
+            self, "access-logs", f"/{naming.project}/{naming.suffix}/api-access"
         )
         stage = ApiGatewayStage(
             self,
@@ -413,13 +408,7 @@ class Api(Construct):
         )
         Wafv2WebAclAssociation(self, "firewall-association", resource_arn=stage_arn, web_acl_arn=acl.arn)
         # WAF only logs to groups whose name starts with aws-waf-logs-.
-        waf_logs = CloudwatchLogGroup(
-            self,
-            "firewall-logs",
-            name=f"aws-waf-logs-{name}",
-            retention_in_days=self._context.log_retention_days,
-            kms_key_id=self._context.logs_key.key_arn,
-        )
+        waf_logs = self._context.log_group(self, "firewall-logs", f"aws-waf-logs-{name}")
         Wafv2WebAclLoggingConfiguration(
             self, "firewall-logging", resource_arn=acl.arn, log_destination_configs=[waf_logs.arn]
         )

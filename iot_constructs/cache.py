@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 from cdktf import Fn, TerraformResourceLifecycle
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.data_aws_secretsmanager_random_password import (
     DataAwsSecretsmanagerRandomPassword,
 )
@@ -124,13 +123,7 @@ class Cache(Construct):
             self, "subnet-group", name=group_id, subnet_ids=network.isolated_subnet_ids
         )
         log_groups = {
-            log: CloudwatchLogGroup(
-                self,
-                f"{log}-log-group",
-                name=f"/aws/elasticache/{group_id}/{log}",
-                retention_in_days=context.log_retention_days,
-                kms_key_id=context.logs_key.key_arn,
-            )
+            log: context.log_group(self, f"{log}-log-group", f"/aws/elasticache/{group_id}/{log}")
             for log in ("slow-log", "engine-log")
         }
         return ElasticacheReplicationGroup(

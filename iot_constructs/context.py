@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cdktf import TerraformOutput
+from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from constructs import Construct
 
 from iot_constructs.account import Account
@@ -20,6 +21,12 @@ class Context:
     account: Account
     logs_key: EncryptionKey
     log_retention_days: int
+
+    def log_group(self, scope: Construct, id: str, name: str) -> CloudwatchLogGroup:
+        """A log group encrypted with the logs key, keeping events for the retention."""
+        return CloudwatchLogGroup(
+            scope, id, name=name, retention_in_days=self.log_retention_days, kms_key_id=self.logs_key.key_arn
+        )
 
 
 def export(scope: Construct, name: str, value: object, description: str) -> None:

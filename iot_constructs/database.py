@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.db_instance import DbInstance
 from cdktf_cdktf_provider_aws.db_parameter_group import DbParameterGroup, DbParameterGroupParameter
 from cdktf_cdktf_provider_aws.db_subnet_group import DbSubnetGroup
@@ -111,13 +110,7 @@ class Database(Construct):
         log_group_prefix = f"/aws/rds/{'cluster' if aurora else 'instance'}/{identifier}"
         # Created before the database, so RDS exports its logs into encrypted groups with a retention.
         log_groups = [
-            CloudwatchLogGroup(
-                self,
-                f"{log}-log-group",
-                name=f"{log_group_prefix}/{log}",
-                retention_in_days=context.log_retention_days,
-                kms_key_id=context.logs_key.key_arn,
-            )
+            context.log_group(self, f"{log}-log-group", f"{log_group_prefix}/{log}")
             for log in ("postgresql", "upgrade")
         ]
         common: dict[str, Any] = {

@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cdktf import AssetType, TerraformAsset
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.lambda_function import (
     LambdaFunction,
@@ -80,13 +79,7 @@ class Function(Construct):
         super().__init__(scope, id)
         naming = context.naming
         name = naming.name(id)
-        log_group = CloudwatchLogGroup(
-            self,
-            "log-group",
-            name=f"/aws/lambda/{name}",
-            retention_in_days=context.log_retention_days,
-            kms_key_id=context.logs_key.key_arn,
-        )
+        log_group = context.log_group(self, "log-group", f"/aws/lambda/{name}")
         self.role: IamRole = service_role(
             self, "role", name=name, service="lambda.amazonaws.com", account=context.account
         ).role

@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Literal, get_args
 
-from cdktf_cdktf_provider_aws.cloudwatch_log_group import CloudwatchLogGroup
 from cdktf_cdktf_provider_aws.default_security_group import DefaultSecurityGroup
 from cdktf_cdktf_provider_aws.eip import Eip
 from cdktf_cdktf_provider_aws.flow_log import FlowLog
@@ -231,12 +230,8 @@ class Network(Construct):
 
     def _flow_logs(self, context: Context) -> None:
         naming = context.naming
-        log_group = CloudwatchLogGroup(
-            self,
-            "flow-log-group",
-            name=f"/{naming.project}/{naming.suffix}/vpc-flow-logs",
-            retention_in_days=context.log_retention_days,
-            kms_key_id=context.logs_key.key_arn,
+        log_group = context.log_group(
+            self, "flow-log-group", f"/{naming.project}/{naming.suffix}/vpc-flow-logs"
         )
         role = service_role(
             self,

@@ -118,13 +118,7 @@ class WorkerService(Construct):
             self, "cluster", name=name, setting=[EcsClusterSetting(name="containerInsights", value="enabled")]
         )
         repository = self._repository(name, key)
-        log_group = CloudwatchLogGroup(
-            self,
-            "log-group",
-            name=f"/{naming.project}/{naming.suffix}/worker",
-            retention_in_days=context.log_retention_days,
-            kms_key_id=context.logs_key.key_arn,
-        )
+        log_group = context.log_group(self, "log-group", f"/{naming.project}/{naming.suffix}/worker")
         execution_role = service_role(
             self,
             "execution-role",
