@@ -25,7 +25,7 @@ from iot_constructs.context import Context, Metric, export
 from iot_constructs.function import Function
 from iot_constructs.iam import allow, grant
 from iot_constructs.kms import EncryptionKey
-from iot_constructs.network import Network, admit
+from iot_constructs.network import Client, Network, connect
 from iot_constructs.worker import SecretValue
 
 REDIS_PORT = 6379
@@ -179,7 +179,7 @@ class Cache(Construct):
                 ["elasticache:DescribeReplicationGroups", "elasticache:ModifyReplicationGroup"], [group.arn]
             ),
         )
-        self.allow_connections_from("token-rotator", rotator.security_group_id)
+        self.allow_connections_from(rotator, "token-rotator")
         permission = LambdaPermission(
             self,
             "rotator-invocation",
@@ -199,9 +199,9 @@ class Cache(Construct):
             depends_on=[permission],
         )
 
-    def allow_connections_from(self, id: str, security_group_id: str) -> None:
-        """Admit Redis connections from the members of `security_group_id`."""
-        admit(self, self.security_group.id, id, security_group_id, REDIS_PORT, "Redis")
+    def allow_connections_from(self, client: Client, name: str) -> None:
+        """Let `client` open Redis connections to this store, and only those."""
+        connect(client, name, self, self.security_group.id, REDIS_PORT, "Redis")
 
     def metric_busiest_node(self, name: str) -> dict[str, Metric]:
         """`name` for each node (maximum over the period), by an id that metric math can use."""

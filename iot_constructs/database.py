@@ -23,7 +23,7 @@ from constructs import Construct
 from iot_constructs.context import Context, Metric, export
 from iot_constructs.iam import Grant, Grantable, allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
-from iot_constructs.network import Network, admit
+from iot_constructs.network import Client, Network, connect
 
 POSTGRES_PORT = 5432
 # An engine version both RDS and Aurora PostgreSQL offer, and that lets Aurora Serverless v2 scale to zero.
@@ -248,9 +248,9 @@ class Database(Construct):
         self.master_secret_arn = instance.master_user_secret.get(0).secret_arn
         self._resource_id = instance.resource_id
 
-    def allow_connections_from(self, id: str, security_group_id: str) -> None:
-        """Admit PostgreSQL connections from the members of `security_group_id`."""
-        admit(self, self.security_group.id, id, security_group_id, POSTGRES_PORT, "PostgreSQL")
+    def allow_connections_from(self, client: Client, name: str) -> None:
+        """Let `client` open PostgreSQL connections to this store, and only those."""
+        connect(client, name, self, self.security_group.id, POSTGRES_PORT, "PostgreSQL")
 
     def grant_connect(self, grantee: Grantable) -> Grant:
         """Let `grantee` sign in as the IAM-authenticated application user."""

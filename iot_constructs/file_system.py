@@ -19,7 +19,7 @@ from constructs import Construct
 from iot_constructs.context import Context, export
 from iot_constructs.iam import Condition, Grant, Grantable, allow, deny_insecure_transport, grant
 from iot_constructs.kms import EncryptionKey
-from iot_constructs.network import Network, admit
+from iot_constructs.network import Client, Network, connect
 
 NFS_PORT = 2049
 # The POSIX identity every client of the access point acts as, and the only directory it sees.
@@ -108,9 +108,9 @@ class FileSystem(Construct):
             scope, "file_system_access_point_id", self.access_point_id, "The only way into the file system"
         )
 
-    def allow_connections_from(self, id: str, security_group_id: str) -> None:
-        """Admit NFS connections from the members of `security_group_id`."""
-        admit(self, self.security_group.id, id, security_group_id, NFS_PORT, "NFS")
+    def allow_connections_from(self, client: Client, name: str) -> None:
+        """Let `client` open NFS connections to this store, and only those."""
+        connect(client, name, self, self.security_group.id, NFS_PORT, "NFS")
 
     def grant_mount(self, grantee: Grantable) -> Grant:
         """Let `grantee` mount and write the file system, through its access point only."""

@@ -13,8 +13,6 @@ from cdktf_cdktf_provider_aws.lambda_function import (
     LambdaFunctionTracingConfig,
     LambdaFunctionVpcConfig,
 )
-from cdktf_cdktf_provider_aws.security_group import SecurityGroup
-from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
 from constructs import Construct
 
 from iot_constructs.context import Context, Metric
@@ -94,7 +92,9 @@ class Function(Construct):
             allow(TRACING_ACTIONS, ["*"]),
             key.grant_decrypt(),
         )
-        self.security_group_id = self._security_group(name, network)
+        self.security_group_id = network.compute_security_group(
+            self, name, "no inbound, HTTPS out to AWS APIs"
+        )
         code = TerraformAsset(
             self,
             "code",
@@ -139,27 +139,6 @@ class Function(Construct):
     @property
     def grant_principal(self) -> IamRole:
         return self.role
-
-    def _security_group(self, name: str, network: Network) -> str:
-        security_group = SecurityGroup(
-            self,
-            "security-group",
-            name=name,
-            description=f"{name}: no inbound, HTTPS out to AWS APIs",
-            vpc_id=network.vpc_id,
-        )
-        VpcSecurityGroupEgressRule(
-            self,
-            "https-egress",
-            security_group_id=security_group.id,
-            description="HTTPS to AWS APIs, through the NAT gateways and VPC endpoints",
-            ip_protocol="tcp",
-            from_port=443,
-            to_port=443,
-            cidr_ipv4="0.0.0.0/0",
-        )
-        security_group_id: str = security_group.id
-        return security_group_id
 
     def metric(self, name: str, statistic: str = "Sum") -> Metric:
         return Metric("AWS/Lambda", name, {"FunctionName": self.function_name}, statistic)

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from cdktf_cdktf_provider_aws.default_security_group import DefaultSecurityGroup
 from cdktf_cdktf_provider_aws.eip import Eip
@@ -16,8 +16,9 @@ from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from cdktf_cdktf_provider_aws.subnet import Subnet
 from cdktf_cdktf_provider_aws.vpc import Vpc
 from cdktf_cdktf_provider_aws.vpc_endpoint import VpcEndpoint
+from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
 from cdktf_cdktf_provider_aws.vpc_security_group_ingress_rule import VpcSecurityGroupIngressRule
-from constructs import Construct
+from constructs import Construct, Node
 
 from iot_constructs.context import Context, export
 from iot_constructs.iam import allow, grant, service_role
@@ -228,6 +229,25 @@ class Network(Construct):
             )
         return security_group_id
 
+    def compute_security_group(self, scope: Construct, name: str, purpose: str) -> str:
+        """A security group for compute in `scope`: no inbound, HTTPS out to AWS APIs (through the NAT
+        gateways and VPC endpoints); data stores add their own flows (connect). Returns its id."""
+        security_group = SecurityGroup(
+            scope, "security-group", name=name, description=f"{name}: {purpose}", vpc_id=self.vpc_id
+        )
+        VpcSecurityGroupEgressRule(
+            scope,
+            "https-egress",
+            security_group_id=security_group.id,
+            description="HTTPS to AWS APIs, through the NAT gateways and VPC endpoints",
+            ip_protocol="tcp",
+            from_port=443,
+            to_port=443,
+            cidr_ipv4="0.0.0.0/0",
+        )
+        security_group_id: str = security_group.id
+        return security_group_id
+
     def _flow_logs(self, context: Context) -> None:
         naming = context.naming
         log_group = context.log_group(
@@ -262,17 +282,39 @@ class Network(Construct):
         )
 
 
-def admit(
-    store: Construct, security_group_id: str, client: str, client_group_id: str, port: int, protocol: str
+class Client(Protocol):
+    """Compute with a security group of its own: a function or the worker."""
+
+    @property
+    def node(self) -> Node: ...
+
+    @property
+    def security_group_id(self) -> str: ...
+
+
+def connect(
+    client: Client, name: str, store: Construct, store_group_id: str, port: int, protocol: str
 ) -> None:
-    """Let members of `client_group_id` reach `store` on `port`: data stores admit security groups only."""
+    """Let `client` (called `name` in rule names) reach `store` on `port`, and nothing else of it: the
+    client's egress names the store's security group, the store's ingress names the client's. Data stores
+    admit security groups only."""
     VpcSecurityGroupIngressRule(
         store,
-        f"ingress-from-{client}",
-        security_group_id=security_group_id,
-        description=f"{protocol} from {client}",
+        f"ingress-from-{name}",
+        security_group_id=store_group_id,
+        description=f"{protocol} from {name}",
         ip_protocol="tcp",
         from_port=port,
         to_port=port,
-        referenced_security_group_id=client_group_id,
+        referenced_security_group_id=client.security_group_id,
+    )
+    VpcSecurityGroupEgressRule(
+        client,  # type: ignore[arg-type]  # every Client is a construct
+        f"egress-to-{store.node.id}",
+        security_group_id=client.security_group_id,
+        description=f"{protocol} to {store.node.id}",
+        ip_protocol="tcp",
+        from_port=port,
+        to_port=port,
+        referenced_security_group_id=store_group_id,
     )

@@ -161,7 +161,7 @@ class Processing:
         stream.grant_read(worker)
         sink.grant_write(worker)
         database.grant_connect(worker)
-        database.allow_connections_from("worker", worker.security_group_id)
+        database.allow_connections_from(worker, "worker")
         if cache:
-            cache.allow_connections_from("worker", worker.security_group_id)
+            cache.allow_connections_from(worker, "worker")
         return worker

@@ -34,8 +34,6 @@ from cdktf_cdktf_provider_aws.ecs_task_definition import (
     EcsTaskDefinitionVolumeEfsVolumeConfigurationAuthorizationConfig,
 )
 from cdktf_cdktf_provider_aws.iam_role import IamRole
-from cdktf_cdktf_provider_aws.security_group import SecurityGroup
-from cdktf_cdktf_provider_aws.vpc_security_group_egress_rule import VpcSecurityGroupEgressRule
 from constructs import Construct
 
 from iot_constructs.context import Context, Metric, export
@@ -45,7 +43,6 @@ from iot_constructs.kms import EncryptionKey
 from iot_constructs.network import Network
 from iot_constructs.stream import Stream
 
-WORKER_PORT_RANGE = (0, 65535)
 # Pulling an image starts with ecr:GetAuthorizationToken, which has no resource: AWS requires "*".
 ECR_PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")
 KEPT_IMAGES = 20
@@ -146,8 +143,10 @@ class WorkerService(Construct):
             account=context.account,
         ).role
         file_system.grant_mount(self)
-        self.security_group_id = self._security_group(name, network)
-        file_system.allow_connections_from("worker", self.security_group_id)
+        self.security_group_id = network.compute_security_group(
+            self, name, "no inbound; HTTPS to AWS APIs and the data stores inside the VPC"
+        )
+        file_system.allow_connections_from(self, "worker")
 
         container = self._container(settings, context, repository, log_group, environment, secrets)
         task_definition = self._task_definition(name, settings, container, execution_role.arn, file_system)
@@ -245,32 +244,6 @@ class WorkerService(Construct):
             policy=json.dumps({"rules": [keep_last]}),
         )
         return repository
-
-    def _security_group(self, name: str, network: Network) -> str:
-        security_group = SecurityGroup(
-            self,
-            "security-group",
-            name=name,
-            description=f"{name}: no inbound; HTTPS to AWS APIs and the data stores inside the VPC",
-            vpc_id=network.vpc_id,
-        )
-        for rule, cidr, (from_port, to_port) in (
-            ("https-egress", "0.0.0.0/0", (443, 443)),
-            # The data stores admit the worker by security group; this only lets it ask.
-            ("vpc-egress", network.vpc_cidr, WORKER_PORT_RANGE),
-        ):
-            VpcSecurityGroupEgressRule(
-                self,
-                rule,
-                security_group_id=security_group.id,
-                description=rule,
-                ip_protocol="tcp",
-                from_port=from_port,
-                to_port=to_port,
-                cidr_ipv4=cidr,
-            )
-        security_group_id: str = security_group.id
-        return security_group_id
 
     def _task_definition(
         self,

@@ -105,6 +105,16 @@ IGNORED_DRIFT = (
         "description",
         "moto drops the description of a rule that references a security group, so every plan adds it",
     ),
+    Workaround(
+        "aws_vpc_security_group_egress_rule",
+        "referenced_security_group_id",
+        "moto returns the referenced group as <account>/<group id>, so every plan changes it back",
+    ),
+    Workaround(
+        "aws_vpc_security_group_egress_rule",
+        "description",
+        "moto drops the description of a rule that references a security group, so every plan adds it",
+    ),
 )
 
 

@@ -136,3 +136,39 @@ def test_the_flow_log_role_is_assumable_by_this_accounts_flow_logs_and_writes_on
     assert len(writes) == 1
     assert not any(action == "*" or action.endswith(":*") for action in writes[0]["actions"])
     assert all(resource.startswith("${aws_cloudwatch_log_group.") for resource in writes[0]["resources"])
+
+
+def test_every_flow_to_a_data_store_is_allowed_on_both_sides_and_nothing_else_leaves_compute(
+    stack: dict[str, Any],
+) -> None:
+    """A store's ingress from a client's group is matched by the client's egress to the store's group on
+    the same port, and the other way round; compute's only other egress is HTTPS to AWS APIs."""
+    ingress = {
+        (rule["referenced_security_group_id"], rule["security_group_id"], rule["from_port"], rule["to_port"])
+        for rule in resources(stack, "aws_vpc_security_group_ingress_rule").values()
+        if "referenced_security_group_id" in rule
+    }
+    egress_rules = resources(stack, "aws_vpc_security_group_egress_rule").values()
+    egress = {
+        (rule["security_group_id"], rule["referenced_security_group_id"], rule["from_port"], rule["to_port"])
+        for rule in egress_rules
+        if "referenced_security_group_id" in rule
+    }
+    assert ingress == egress
+    assert all(
+        rule.get("cidr_ipv4") == "0.0.0.0/0" and (rule["from_port"], rule["to_port"]) == (443, 443)
+        for rule in egress_rules
+        if "referenced_security_group_id" not in rule
+    )
+    environment = stack["provider"]["aws"][0]["default_tags"][0]["tags"]["environment"]
+    components = {
+        f"${{aws_security_group.{n}.id}}": g["name"]
+        .removeprefix(f"{PROJECT}-")
+        .removesuffix(f"-{environment}")
+        for n, g in resources(stack, "aws_security_group").items()
+    }
+    flows = {(components[client], components[server], port) for client, server, port, _ in egress}
+    expected = {("worker", "postgres", 5432), ("worker", "artefacts", 2049)}
+    if resources(stack, "aws_elasticache_replication_group"):
+        expected |= {("worker", "redis", 6379), ("redis-rotation", "redis", 6379)}
+    assert flows == expected
