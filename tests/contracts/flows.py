@@ -48,9 +48,17 @@ class Flow:
 
 FLOWS: tuple[Flow, ...] = (
     Flow("ingest", AWS_APIS, 443, "PutRecords", ("kinesis-streams",)),
-    Flow("processor", AWS_APIS, 443, "raw and aggregate writes, alerts, thresholds", ("dynamodb", "sns", "ssm")),
+    Flow(
+        "processor", AWS_APIS, 443, "raw and aggregate writes, alerts, thresholds", ("dynamodb", "sns", "ssm")
+    ),
     Flow("query", AWS_APIS, 443, "raw readings", ("dynamodb",)),
-    Flow("redis-rotation", AWS_APIS, 443, "the token secret, ModifyReplicationGroup", ("secretsmanager", "elasticache")),
+    Flow(
+        "redis-rotation",
+        AWS_APIS,
+        443,
+        "the token secret, ModifyReplicationGroup",
+        ("secretsmanager", "elasticache"),
+    ),
     Flow("redis-rotation", "redis", 6379, "testSecret and finishSecret check the token on every node"),
     Flow(
         "worker",
@@ -98,7 +106,9 @@ def server_placement(stack: Stack, server: str) -> Placement | None:
     if server == "artefacts":
         for address in resources(stack, "aws_efs_file_system"):
             targets = [
-                t for t in resources(stack, "aws_efs_mount_target").values() if refers_to(t["file_system_id"], address)
+                t
+                for t in resources(stack, "aws_efs_mount_target").values()
+                if refers_to(t["file_system_id"], address)
             ]
             groups = _ids([g for t in targets for g in t.get("security_groups", [])])
             return Placement(server, address, groups, _ids([t["subnet_id"] for t in targets]))
@@ -143,15 +153,26 @@ class Rule:
     description: str
 
     def covers(self, port: int) -> bool:
-        return self.protocol in ("-1", "all") or (self.protocol in ("tcp", "6") and self.from_port <= port <= self.to_port)
+        return self.protocol in ("-1", "all") or (
+            self.protocol in ("tcp", "6") and self.from_port <= port <= self.to_port
+        )
 
-    def describe(self, stack: Stack) -> str:
-        ports = "all ports" if self.protocol in ("-1", "all") else f"{self.protocol} {self.from_port}-{self.to_port}"
+    def summary(self, stack: Stack) -> str:
+        """`tcp 6379 from <group>`: what the rule opens, from its own group's side."""
+        ports = (
+            "all ports"
+            if self.protocol in ("-1", "all")
+            else f"{self.protocol} {self.from_port}-{self.to_port}"
+        )
         if self.from_port == self.to_port and self.protocol not in ("-1", "all"):
             ports = f"{self.protocol} {self.from_port}"
         other = group_name(stack, self.peer) if self.peer else (self.cidr or self.prefix_list or "?")
-        side = "from" if self.direction == "ingress" else "to"
-        return f"{group_name(stack, self.group)} {self.direction} {ports} {side} {other} ({self.description!r})"
+        return f"{ports} {'from' if self.direction == 'ingress' else 'to'} {other}"
+
+    def describe(self, stack: Stack) -> str:
+        return (
+            f"{group_name(stack, self.group)} {self.direction} {self.summary(stack)} ({self.description!r})"
+        )
 
 
 def group_name(stack: Stack, group: Address) -> str:
@@ -230,9 +251,10 @@ def _inside_vpc(stack: Stack, cidr: str | None) -> bool:
 
 
 def _reaches(rule: Rule, stack: Stack, other: Placement, port: int) -> bool:
-    """Whether a rule admits `port` to or from `other` (by its security group or a CIDR covering its subnets)."""
+    """Whether a rule admits `port` to or from `other`: by its security group or a CIDR over its subnets."""
     return rule.covers(port) and (
-        (rule.peer is not None and rule.peer in other.security_groups) or _cidr_covers(rule.cidr, stack, other.subnets)
+        (rule.peer is not None and rule.peer in other.security_groups)
+        or _cidr_covers(rule.cidr, stack, other.subnets)
     )
 
 
@@ -263,15 +285,17 @@ def check_flows(stack: Stack) -> list[FlowResult]:
         if not result.applies:
             continue
         if client is None:
-            result.problems.append(f"the stack has {flow.server} but no {flow.client} (function or ECS service)")
+            result.problems.append(
+                f"the stack has {flow.server} but no {flow.client} (function or ECS service)"
+            )
             continue
         if server is None:
             _check_aws_apis(stack, flow, client, all_rules, result)
             continue
         egress = [r for r in all_rules if r.direction == "egress" and r.group in client.security_groups]
         ingress = [r for r in all_rules if r.direction == "ingress" and r.group in server.security_groups]
-        result.egress = [r.describe(stack) for r in egress if _reaches(r, stack, server, flow.port)]
-        result.ingress = [r.describe(stack) for r in ingress if _reaches(r, stack, client, flow.port)]
+        result.egress = [r.summary(stack) for r in egress if _reaches(r, stack, server, flow.port)]
+        result.ingress = [r.summary(stack) for r in ingress if _reaches(r, stack, client, flow.port)]
         if not result.egress:
             result.problems.append(
                 f"no egress rule of {flow.client} allows tcp {flow.port} to {flow.server}; "
@@ -292,7 +316,9 @@ def client_expected(stack: Stack, client: str) -> bool:
     return not stores or any(server_placement(stack, store) is not None for store in stores)
 
 
-def _check_aws_apis(stack: Stack, flow: Flow, client: Placement, all_rules: list[Rule], result: FlowResult) -> None:
+def _check_aws_apis(
+    stack: Stack, flow: Flow, client: Placement, all_rules: list[Rule], result: FlowResult
+) -> None:
     egress = [r for r in all_rules if r.direction == "egress" and r.group in client.security_groups]
     tables = {route_table_of(stack, subnet) for subnet in client.subnets}
     nat = bool(tables) and all(
@@ -305,23 +331,35 @@ def _check_aws_apis(stack: Stack, flow: Flow, client: Placement, all_rules: list
         endpoint = available.get(service)
         if endpoint is not None and endpoint.kind == "Interface":
             admitting = [
-                r.describe(stack)
+                r.summary(stack)
                 for r in all_rules
-                if r.direction == "ingress" and r.group in endpoint.security_groups and _reaches(r, stack, client, flow.port)
+                if r.direction == "ingress"
+                and r.group in endpoint.security_groups
+                and _reaches(r, stack, client, flow.port)
             ]
-            to_endpoint = [r for r in egress if r.covers(flow.port) and (r.cidr == "0.0.0.0/0" or r.peer in endpoint.security_groups)]
+            to_endpoint = [
+                r
+                for r in egress
+                if r.covers(flow.port) and (r.cidr == "0.0.0.0/0" or r.peer in endpoint.security_groups)
+            ]
             if admitting and to_endpoint:
-                result.ingress.append(f"{service}: interface endpoint, admitted by {admitting[0]}")
+                result.ingress.append(f"{service}: endpoint ({admitting[0]})")
             else:
                 result.problems.append(
                     f"{service} has an interface endpoint (private DNS), but "
-                    + ("its security groups do not admit tcp 443 from the client" if not admitting else "the client has no egress to it")
+                    + (
+                        "its security groups do not admit tcp 443 from the client"
+                        if not admitting
+                        else "the client has no egress to it"
+                    )
                 )
         elif endpoint is not None and all(t in endpoint.route_tables for t in tables if t is not None):
             if internet_egress or any(r.prefix_list and r.covers(flow.port) for r in egress):
                 result.ingress.append(f"{service}: gateway endpoint")
             else:
-                result.problems.append(f"{service}: gateway endpoint, but no egress on 443 to its prefix list")
+                result.problems.append(
+                    f"{service}: gateway endpoint, but no egress on 443 to its prefix list"
+                )
         elif nat or emulated(stack):
             if internet_egress:
                 result.ingress.append(f"{service}: {'the emulator' if emulated(stack) else 'NAT gateway'}")
@@ -329,9 +367,9 @@ def _check_aws_apis(stack: Stack, flow: Flow, client: Placement, all_rules: list
                 result.problems.append(f"{service}: reached through NAT, but no egress on 443 to 0.0.0.0/0")
         else:
             result.problems.append(
-                f"{service}: no route: the client's subnets have no NAT gateway and the VPC no {service} endpoint"
+                f"{service}: no route: no NAT gateway for the client's subnets and no {service} endpoint"
             )
-    result.egress = [r.describe(stack) for r in egress if r.covers(flow.port)]
+    result.egress = [r.summary(stack) for r in egress if r.covers(flow.port)]
     if not result.egress:
         result.problems.append(f"no egress rule of {flow.client} allows tcp {flow.port}")
 
@@ -356,23 +394,31 @@ def _known_groups(stack: Stack) -> tuple[dict[Address, list[Flow]], dict[Address
 
 
 def _listed(stack: Stack, rule: Rule, flows: list[Flow]) -> bool:
-    """Whether a rule opens no more than one of `flows` needs: its one port, towards or from its other side."""
+    """Whether a rule opens no more than one of `flows` needs: its one port, to or from its other side."""
     for flow in flows:
         if rule.protocol not in ("tcp", "6") or not (rule.from_port == rule.to_port == flow.port):
             continue
         if rule.direction == "egress":
             if flow.server == AWS_APIS:
                 available = endpoints(stack)
-                endpoint_groups = {g for s in flow.services if s in available for g in available[s].security_groups}
+                endpoint_groups = {
+                    g for s in flow.services if s in available for g in available[s].security_groups
+                }
                 if rule.cidr == "0.0.0.0/0" or rule.peer in endpoint_groups or rule.prefix_list:
                     return True
                 continue
             server = server_placement(stack, flow.server)
-            if server and (rule.peer in server.security_groups or (_inside_vpc(stack, rule.cidr) and _cidr_covers(rule.cidr, stack, server.subnets))):
+            if server and (
+                rule.peer in server.security_groups
+                or (_inside_vpc(stack, rule.cidr) and _cidr_covers(rule.cidr, stack, server.subnets))
+            ):
                 return True
         else:
             client = compute_placement(stack, flow.client)
-            if client and (rule.peer in client.security_groups or (_inside_vpc(stack, rule.cidr) and _cidr_covers(rule.cidr, stack, client.subnets))):
+            if client and (
+                rule.peer in client.security_groups
+                or (_inside_vpc(stack, rule.cidr) and _cidr_covers(rule.cidr, stack, client.subnets))
+            ):
                 return True
     return False
 
@@ -394,7 +440,8 @@ def unlisted_rules(stack: Stack) -> list[str]:
 
 def internet_ingress(stack: Stack) -> list[str]:
     return [
-        f"{environment(stack)}: {rule.describe(stack)} admits the internet; expected no ingress from {INTERNET}"
+        f"{environment(stack)}: {rule.describe(stack)} admits the internet; expected no ingress from "
+        f"{INTERNET}"
         for rule in rules(stack)
         if rule.direction == "ingress" and rule.cidr in INTERNET
     ]
@@ -435,7 +482,8 @@ def route_problems(stack: Stack) -> list[str]:
         if targets != expected:
             found.append(
                 f"{environment(stack)}: subnet {name} ({client}) routes 0.0.0.0/0 to {targets or 'nothing'}; "
-                f"expected {expected or 'no default route'} (the stack has {len(resources(stack, 'aws_nat_gateway'))} NAT gateways)"
+                f"expected {expected or 'no default route'} (the stack has "
+                f"{len(resources(stack, 'aws_nat_gateway'))} NAT gateways)"
             )
     return found
 
@@ -464,7 +512,8 @@ def gateway_endpoint_problems(stack: Stack) -> list[str]:
             if endpoint is None or endpoint.kind != "Gateway" or table not in endpoint.route_tables:
                 name = body(stack, subnet).get("tags", {}).get("Name", subnet.name)
                 found.append(
-                    f"{environment(stack)}: the route table of {name} ({client}) is not attached to a {service} "
+                    f"{environment(stack)}: the route table of {name} ({client}) is not attached to a "
+                    f"{service} "
                     f"gateway endpoint; found endpoint {endpoint}"
                 )
     return found

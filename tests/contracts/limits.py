@@ -31,11 +31,17 @@ from tests.contracts.stack_model import (
 FUNCTIONS_DIRECTORY = Path(__file__).resolve().parents[2] / "functions"
 
 # AWS's documented limits.
-API_GATEWAY_MAX_PAYLOAD = 10 * 1024 * 1024  # https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html
+API_GATEWAY_MAX_PAYLOAD = (
+    10 * 1024 * 1024
+)  # https://docs.aws.amazon.com/apigateway/latest/developerguide/limits.html
 API_GATEWAY_INTEGRATION_TIMEOUT_MS = 29_000  # the default of timeout_milliseconds, same page
-LAMBDA_MAX_SYNC_PAYLOAD = 6 * 1024 * 1024  # https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
+LAMBDA_MAX_SYNC_PAYLOAD = (
+    6 * 1024 * 1024
+)  # https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
 LAMBDA_EVENT_ENVELOPE = 64 * 1024  # headers and request context around the body, generously
-KINESIS_SHARD_RECORDS = 1000  # per second, https://docs.aws.amazon.com/streams/latest/dev/service-sizes-and-limits.html
+KINESIS_SHARD_RECORDS = (
+    1000  # per second, https://docs.aws.amazon.com/streams/latest/dev/service-sizes-and-limits.html
+)
 KINESIS_SHARD_BYTES = 1024 * 1024  # per second, same page
 KINESIS_MAX_RECORD = 1024 * 1024  # data blob before base64, same page
 # A new on-demand stream's write capacity: https://docs.aws.amazon.com/streams/latest/dev/how-do-i-size-a-stream.html
@@ -49,6 +55,7 @@ DYNAMODB_MAX_ITEM = 400 * 1024
 DYNAMODB_MAX_DIGITS = 38
 DYNAMODB_MIN_MAGNITUDE = 1e-130
 DYNAMODB_MAX_MAGNITUDE = 9.9999999999999999999999999999999999999e125
+DYNAMODB_NUMBERS = "DynamoDB numbers: magnitude 1e-130 to 1e+126, 38 significant digits"
 # What the processor stores (functions/README.md, Tables): timestamps are UTC with milliseconds.
 CANONICAL_TIMESTAMP = "2026-11-23T17:04:05.123Z"
 CANONICAL_MINUTE = "2026-11-23T17:04Z"
@@ -88,7 +95,9 @@ def stage_throttle(stack: Stack) -> tuple[float, int]:
     for settings in resources(stack, "aws_api_gateway_method_settings").values():
         if settings.get("method_path") == "*/*":
             values = settings.get("settings", {})
-            return float(values.get("throttling_rate_limit", 10_000)), int(values.get("throttling_burst_limit", 5000))
+            return float(values.get("throttling_rate_limit", 10_000)), int(
+                values.get("throttling_burst_limit", 5000)
+            )
     return 10_000.0, 5000
 
 
@@ -112,8 +121,10 @@ def web_acl(stack: Stack) -> Body | None:
 
 @cache
 def reading_schema() -> dict[str, Any]:
-    """The reading schema the functions share, wherever it lives (functions/ingest/ or functions/readings/)."""
-    found = sorted(FUNCTIONS_DIRECTORY.glob("**/reading_schema.json"), key=lambda p: "readings" not in p.parts)
+    """The reading schema the functions share, (functions/ingest/, functions/readings/)."""
+    found = sorted(
+        FUNCTIONS_DIRECTORY.glob("**/reading_schema.json"), key=lambda p: "readings" not in p.parts
+    )
     assert found, f"no reading_schema.json under {FUNCTIONS_DIRECTORY}"
     schema: dict[str, Any] = json.loads(found[0].read_text())
     return schema
@@ -183,7 +194,8 @@ def waf_rate_link(stack: Stack) -> Link:
     per_second = int(statement["limit"]) / window
     return Link(
         "WAF rate per IP",
-        f"the WAF blocks an IP above {statement['limit']} requests per {window} s = {per_second:.2f} requests/s",
+        f"the WAF blocks an IP above {statement['limit']} requests per {window} s "
+        f"= {per_second:.2f} requests/s",
         load,
         per_second >= rate,
     )
@@ -205,9 +217,13 @@ def _processor_mapping(stack: Stack) -> tuple[Body, Body]:
     function = lambda_function(stack, "processor")
     assert function is not None, f"{environment(stack)}: no processor function"
     mappings = [
-        m for m in resources(stack, "aws_lambda_event_source_mapping").values() if refers_to(m["function_name"], function[0])
+        m
+        for m in resources(stack, "aws_lambda_event_source_mapping").values()
+        if refers_to(m["function_name"], function[0])
     ]
-    assert len(mappings) == 1, f"{environment(stack)}: expected one mapping to the processor, found {len(mappings)}"
+    assert len(mappings) == 1, (
+        f"{environment(stack)}: expected one mapping to the processor, found {len(mappings)}"
+    )
     return function[1], mappings[0]
 
 
@@ -227,8 +243,12 @@ def retries_link(stack: Stack) -> Link:
     needed = (retries + 1) * timeout + window
     return Link(
         "retries within the record age",
-        f"the mapping drops records older than {age} s" if age >= 0 else "the mapping keeps records forever (-1)",
-        f"(1 + {retries} retries) x {timeout} s timeout + {window} s window = {needed} s" if retries >= 0 else "unbounded retries",
+        f"the mapping drops records older than {age} s"
+        if age >= 0
+        else "the mapping keeps records forever (-1)",
+        f"(1 + {retries} retries) x {timeout} s timeout + {window} s window = {needed} s"
+        if retries >= 0
+        else "unbounded retries",
         retries >= 0 and (age < 0 or needed <= age),
     )
 
@@ -262,7 +282,12 @@ def integration_timeout_link(stack: Stack) -> Link:
         holds = holds and timeout * 1000 <= wait
     if not waits:
         return Link("integration timeouts", "no Lambda integrations", "", None)
-    return Link("integration timeouts", "API Gateway waits " + ", ".join(sorted(waits)), ", ".join(sorted(runs)), holds)
+    return Link(
+        "integration timeouts",
+        "API Gateway waits " + ", ".join(sorted(waits)),
+        ", ".join(sorted(runs)),
+        holds,
+    )
 
 
 def readings_per_record(stack: Stack) -> tuple[int, str]:
@@ -405,7 +430,10 @@ def item_sizes() -> tuple[int, int]:
         + expires_at
     )
     total = number_size(DefaultContext.prec)  # the processor sums Decimals in Python's default context
-    stats = 3 + sum(_sized(n, v) + 1 for n, v in (("count", number_size(5)), ("min", value), ("max", value), ("sum", total)))
+    stats = 3 + sum(
+        _sized(n, v) + 1
+        for n, v in (("count", number_size(5)), ("min", value), ("max", value), ("sum", total))
+    )
     aggregate = (
         _sized("device_id", b.device_id)
         + _sized("minute", len(CANONICAL_MINUTE))
@@ -456,9 +484,11 @@ def value_range_link(stack: Stack) -> Link:
     digits = max(FLOAT_DIGITS, b.integer_digits)
     return Link(
         "metric values in DynamoDB",
-        f"DynamoDB numbers: magnitude {DYNAMODB_MIN_MAGNITUDE:g} to {DYNAMODB_MAX_MAGNITUDE:.0e}, {DYNAMODB_MAX_DIGITS} digits",
+        DYNAMODB_NUMBERS,
         f"the schema admits magnitudes {b.smallest:g} to {b.largest:g}, up to {digits} digits",
-        b.smallest >= DYNAMODB_MIN_MAGNITUDE and b.largest <= DYNAMODB_MAX_MAGNITUDE and digits <= DYNAMODB_MAX_DIGITS,
+        b.smallest >= DYNAMODB_MIN_MAGNITUDE
+        and b.largest <= DYNAMODB_MAX_MAGNITUDE
+        and digits <= DYNAMODB_MAX_DIGITS,
     )
 
 
@@ -470,10 +500,12 @@ def sum_range_link(stack: Stack) -> Link:
     b = schema_bounds()
     largest = READINGS_PER_MINUTE * b.largest
     # The last significant digit of the smallest value, as a power of ten (a float would underflow).
-    smallest_exponent = math.floor(math.log10(b.smallest)) - (FLOAT_DIGITS - 1) if b.smallest > 0 else -math.inf
+    smallest_exponent = (
+        math.floor(math.log10(b.smallest)) - (FLOAT_DIGITS - 1) if b.smallest > 0 else -math.inf
+    )
     return Link(
         "per-minute sums in DynamoDB",
-        f"DynamoDB numbers: magnitude {DYNAMODB_MIN_MAGNITUDE:g} to {DYNAMODB_MAX_MAGNITUDE:.0e}, {DYNAMODB_MAX_DIGITS} digits",
+        DYNAMODB_NUMBERS,
         f"sums of up to {READINGS_PER_MINUTE} values reach {largest:g}; a non-zero sum can be as small as "
         f"1e{smallest_exponent}; {DefaultContext.prec} digits",
         smallest_exponent >= math.log10(DYNAMODB_MIN_MAGNITUDE)
@@ -505,4 +537,3 @@ def chain(stack: Stack) -> list[Link]:
 
 def failure(stack: Stack, link: Link) -> str:
     return f"{environment(stack)}: {link.name}: {link.limit}, but {link.load}"
-

