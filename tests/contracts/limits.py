@@ -318,7 +318,7 @@ def stream_records_link(stack: Stack) -> Link:
     return Link(
         "stream records/s",
         f"the stream ({stream}) takes {capacity} records/s",
-        f"{rate:g} requests/s x {batch} readings, {packing} = {records:g} records/s",
+        f"{rate:g} requests/s x {batch} readings, {packing} = {records:.0f} records/s",
         records <= capacity,
     )
 
@@ -332,7 +332,7 @@ def stream_bytes_link(stack: Stack) -> Link:
     return Link(
         "stream bytes/s",
         f"the stream ({stream}) takes {capacity} bytes/s",
-        f"{rate:g} requests/s x {body_limit} bytes = {rate * body_limit:g} bytes/s",
+        f"{rate:g} requests/s x {body_limit} bytes = {rate * body_limit:.0f} bytes/s",
         rate * body_limit <= capacity,
     )
 

@@ -60,10 +60,10 @@ def needs_table() -> list[str]:
 
 
 def report(stacks: list[Stack]) -> str:
-    lines = ["## What AWS needs on a role's behalf (aws_needs.py)", "", *needs_table()]
+    lines = ["### What AWS needs on a role's behalf (aws_needs.py)", "", *needs_table()]
     for stack in stacks:
-        lines += ["", f"## {environment(stack)}", "", "### Flows", "", *flow_table(stack)]
-        lines += ["", "### Limits chain", "", *limits_table(stack)]
+        lines += ["", f"### {environment(stack)}", "", "#### Flows", "", *flow_table(stack)]
+        lines += ["", "#### Limits chain", "", *limits_table(stack)]
     return "\n".join(lines) + "\n"
 
 
