@@ -58,7 +58,7 @@ PLACEHOLDERS = {
     "contract-token": ROTATED_SECRET,
 }
 OLD_TOKEN = "Old-token-0123456789-abcdefABCDEF"
-WORKER_DEADLINE_SECONDS = 90
+WORKER_DEADLINE_SECONDS = 120
 _module_numbers = itertools.count()
 
 
@@ -106,7 +106,7 @@ def moto_server(logs: Path) -> Iterator[str]:
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
         )
         try:
-            wait_until(lambda: _answers(f"{endpoint}/moto-api/"), 30, lambda: (logs / "moto.log").read_text())
+            wait_until(lambda: _answers(f"{endpoint}/moto-api/"), 60, lambda: (logs / "moto.log").read_text())
             # A rotation needs a registered function; moto must not try to run it in Docker.
             request = urllib.request.Request(
                 f"{endpoint}/moto-api/config",
