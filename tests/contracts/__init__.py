@@ -1,0 +1,1 @@
+"""Contract checks (issue 16): network flows, permissions and limits, on every synthesized stack."""

