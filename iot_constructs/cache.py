@@ -102,7 +102,7 @@ class Cache(Construct):
             for shard in range(1, settings.shards + 1)
             for member in range(1, settings.replicas_per_shard + 2)
         ]
-        self.auth_token = SecretValue(secret.arn, "auth_token")
+        self.auth_token = SecretValue(secret.arn, "auth_token", key)
         self._rotation(settings, token_rotator, secret, group, key)
         export(
             scope, "redis_configuration_endpoint", self.configuration_endpoint, "Redis cluster endpoint (TLS)"

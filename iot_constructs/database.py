@@ -21,7 +21,7 @@ from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from constructs import Construct
 
 from iot_constructs.context import Context, Metric, export
-from iot_constructs.iam import Grant, Grantable, allow, grant, service_role
+from iot_constructs.iam import service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.network import Client, Network, connect
 
@@ -30,8 +30,6 @@ POSTGRES_PORT = 5432
 POSTGRES_VERSION = "16.4"
 DATABASE_NAME = "iot"
 DATABASE_ADMIN = "iot_admin"
-# The database user compute connects as, through IAM authentication; created by the schema migration.
-IAM_DATABASE_USER = "iot_app"
 # rds.force_ssl refuses unencrypted connections; the rest logs what an operator needs after an incident
 # (schema changes, slow statements, connections, lock waits), but never the data itself.
 POSTGRES_PARAMETERS = {
@@ -95,7 +93,6 @@ class Database(Construct):
         self.identifier = identifier = context.naming.name("postgres")
         self.engine = settings.engine
         self.port = POSTGRES_PORT
-        self._account = context.account
         aurora = settings.engine == "aurora-serverless"
         self.security_group = SecurityGroup(
             self,
@@ -216,7 +213,6 @@ class Database(Construct):
             )
         self.endpoint: str = cluster.endpoint
         self.master_secret_arn: str = cluster.master_user_secret.get(0).secret_arn
-        self._resource_id: str = cluster.cluster_resource_id
 
     def _instance(
         self, settings: DatabaseSettings, common: dict[str, Any], monitoring: dict[str, Any]
@@ -246,20 +242,10 @@ class Database(Construct):
         )
         self.endpoint = instance.address
         self.master_secret_arn = instance.master_user_secret.get(0).secret_arn
-        self._resource_id = instance.resource_id
 
     def allow_connections_from(self, client: Client, name: str) -> None:
         """Let `client` open PostgreSQL connections to this store, and only those."""
         connect(client, name, self, self.security_group.id, POSTGRES_PORT, "PostgreSQL")
-
-    def grant_connect(self, grantee: Grantable) -> Grant:
-        """Let `grantee` sign in as the IAM-authenticated application user."""
-        account = self._account
-        user = (
-            f"arn:{account.partition}:rds-db:{account.region}:{account.id}:dbuser:"
-            f"{self._resource_id}/{IAM_DATABASE_USER}"
-        )
-        return grant(self, grantee, "connect-postgres", allow(["rds-db:connect"], [user]))
 
     def metric(self, name: str, statistic: str) -> Metric:
         dimension = "DBClusterIdentifier" if self.engine == "aurora-serverless" else "DBInstanceIdentifier"

@@ -36,7 +36,7 @@ class StreamEventSource(Construct):
         self, scope: Construct, id: str, settings: EventSourceSettings, *, function: Function, stream: Stream
     ) -> None:
         super().__init__(scope, id)
-        stream.grant_read(function)
+        stream.grant_read_as_event_source(function)
         stream.processing_dead_letters.grant_send(function)
         LambdaEventSourceMapping(
             self,

@@ -36,7 +36,7 @@ class FileSystemSettings:
 
 class FileSystem(Construct):
     """An EFS file system encrypted with `key`, reachable over TLS only through its access point, with a
-    mount target in each private subnet (where compute runs)."""
+    mount target in each isolated subnet, beside the other data stores."""
 
     def __init__(
         self,
@@ -80,7 +80,7 @@ class FileSystem(Construct):
             description=f"{name}: NFS from the platform's compute only",
             vpc_id=network.vpc_id,
         )
-        for index, subnet_id in enumerate(network.private_subnet_ids):
+        for index, subnet_id in enumerate(network.isolated_subnet_ids):
             EfsMountTarget(
                 self,
                 f"mount-target-{index}",

@@ -79,7 +79,7 @@ class Ingestion:
             network=network,
             environment={"RAW_TABLE_NAME": readings.table_name},
         )
-        readings.grant_read_data(self.query)
+        readings.grant(self.query, "read-readings-table", "dynamodb:Query")
         self.api = Api(scope, "api", settings.api, context=context, ingest=self.ingest, query=self.query)
         export(scope, "ingest_function_name", self.ingest.function_name, "Handles POST /v1/readings")
         export(

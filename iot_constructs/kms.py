@@ -19,8 +19,8 @@ from iot_constructs.naming import Naming
 # Kinesis, SQS, SNS and Secrets Manager encrypt with a data key from KMS on write and decrypt it on read.
 ENCRYPT_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 DECRYPT_ACTIONS = ("kms:Decrypt",)
-# DynamoDB uses the table's key on the caller's behalf, re-encrypting as it writes.
-ENCRYPT_DECRYPT_ACTIONS = ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*")
+# A Kinesis producer only asks for data keys; it never reads what it wrote.
+GENERATE_DATA_KEY_ACTIONS = ("kms:GenerateDataKey",)
 # What CloudWatch Logs does with a log group's key.
 LOGS_ACTIONS = ("kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*")
 
@@ -84,12 +84,13 @@ class EncryptionKey(Construct):
         return allow(ENCRYPT_ACTIONS, [self.key_arn])
 
     def grant_decrypt(self) -> Permission:
-        """What reading a resource encrypted with this key needs."""
+        """What reading a resource encrypted with this key needs; for a DynamoDB table, also writing it
+        (DynamoDB decrypts the table key on the caller's behalf for either)."""
         return allow(DECRYPT_ACTIONS, [self.key_arn])
 
-    def grant_encrypt_decrypt(self) -> Permission:
-        """What reading and writing a DynamoDB table encrypted with this key needs."""
-        return allow(ENCRYPT_DECRYPT_ACTIONS, [self.key_arn])
+    def grant_generate_data_key(self) -> Permission:
+        """What putting records on a Kinesis stream encrypted with this key needs."""
+        return allow(GENERATE_DATA_KEY_ACTIONS, [self.key_arn])
 
 
 def _cloudwatch_logs_statement(account: Account) -> DataAwsIamPolicyDocumentStatement:

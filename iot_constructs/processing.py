@@ -76,8 +76,10 @@ class Sink:
 
     def grant_write(self, grantee: Grantable) -> list[Grant]:
         return [
-            self._data.readings.grant_read_write_data(grantee),
-            self._data.aggregates.grant_read_write_data(grantee),
+            self._data.readings.grant(grantee, "write-readings-table", "dynamodb:BatchWriteItem"),
+            self._data.aggregates.grant(
+                grantee, "read-write-aggregates-table", "dynamodb:BatchGetItem", "dynamodb:PutItem"
+            ),
             self._alerts.grant_publish(grantee),
             grant(
                 self._scope, grantee, "read-thresholds", allow(["ssm:GetParameter"], [self._thresholds.arn])
@@ -160,7 +162,6 @@ class Processing:
         )
         stream.grant_read(worker)
         sink.grant_write(worker)
-        database.grant_connect(worker)
         database.allow_connections_from(worker, "worker")
         if cache:
             cache.allow_connections_from(worker, "worker")

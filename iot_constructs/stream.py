@@ -11,15 +11,10 @@ from iot_constructs.dead_letter_queue import DeadLetterQueue
 from iot_constructs.iam import Grant, Grantable, allow, grant
 from iot_constructs.kms import EncryptionKey
 
-READ_ACTIONS = (
-    "kinesis:DescribeStream",
-    "kinesis:DescribeStreamSummary",
-    "kinesis:GetRecords",
-    "kinesis:GetShardIterator",
-    "kinesis:ListShards",
-    "kinesis:SubscribeToShard",
-)
-WRITE_ACTIONS = ("kinesis:ListShards", "kinesis:PutRecord", "kinesis:PutRecords")
+# What a consumer reading shards calls; a Lambda event source mapping also describes the stream.
+READ_ACTIONS = ("kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards")
+EVENT_SOURCE_ACTIONS = ("kinesis:DescribeStream", "kinesis:DescribeStreamSummary", *READ_ACTIONS)
+WRITE_ACTIONS = ("kinesis:PutRecords",)
 SHARD_LEVEL_METRICS = (
     "IncomingBytes",
     "IncomingRecords",
@@ -93,22 +88,30 @@ class Stream(Construct):
         )
 
     def grant_read(self, grantee: Grantable) -> Grant:
-        """Let `grantee` read the stream, as a Lambda event source mapping or a consumer does."""
+        """Let `grantee` read the stream's shards, as a consumer does."""
+        return self._grant_read(grantee, READ_ACTIONS)
+
+    def grant_read_as_event_source(self, grantee: Grantable) -> Grant:
+        """Let a Lambda event source mapping read the stream with `grantee`'s role."""
+        return self._grant_read(grantee, EVENT_SOURCE_ACTIONS)
+
+    def _grant_read(self, grantee: Grantable, actions: tuple[str, ...]) -> Grant:
         return grant(
             self,
             grantee,
             "read-readings-stream",
-            allow(READ_ACTIONS, [self.stream_arn]),
+            allow(actions, [self.stream_arn]),
             self._key.grant_decrypt(),
         )
 
     def grant_write(self, grantee: Grantable) -> Grant:
+        """Let `grantee` put records (PutRecords only: the producer's one call)."""
         return grant(
             self,
             grantee,
             "write-readings-stream",
             allow(WRITE_ACTIONS, [self.stream_arn]),
-            self._key.grant_encrypt(),
+            self._key.grant_generate_data_key(),
         )
 
     def metric(self, name: str, statistic: str = "Sum") -> Metric:

@@ -13,22 +13,6 @@ from iot_constructs.context import Metric
 from iot_constructs.iam import Grant, Grantable, allow, grant
 from iot_constructs.kms import EncryptionKey
 
-READ_ACTIONS = (
-    "dynamodb:BatchGetItem",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:DescribeTable",
-    "dynamodb:GetItem",
-    "dynamodb:Query",
-)
-WRITE_ACTIONS = (
-    "dynamodb:BatchWriteItem",
-    "dynamodb:ConditionCheckItem",
-    "dynamodb:DeleteItem",
-    "dynamodb:DescribeTable",
-    "dynamodb:PutItem",
-    "dynamodb:UpdateItem",
-)
-
 
 class Table(Construct):
     """An on-demand DynamoDB table keyed by two strings, encrypted with `key`, with point-in-time recovery.
@@ -70,23 +54,9 @@ class Table(Construct):
         self.table_arn: str = table.arn
         self._key = key
 
-    def grant_read_data(self, grantee: Grantable) -> Grant:
-        return grant(
-            self,
-            grantee,
-            f"read-{self.node.id}",
-            allow(READ_ACTIONS, [self.table_arn]),
-            self._key.grant_decrypt(),
-        )
-
-    def grant_read_write_data(self, grantee: Grantable) -> Grant:
-        return grant(
-            self,
-            grantee,
-            f"read-write-{self.node.id}",
-            allow(sorted({*READ_ACTIONS, *WRITE_ACTIONS}), [self.table_arn]),
-            self._key.grant_encrypt_decrypt(),
-        )
+    def grant(self, grantee: Grantable, name: str, *actions: str) -> Grant:
+        """Let `grantee` call `actions` on the table (inline policy `name`), decrypting with its key."""
+        return grant(self, grantee, name, allow(actions, [self.table_arn]), self._key.grant_decrypt())
 
     def metric_throttle_events(self) -> dict[str, Metric]:
         """Throttled reads and writes, by kind."""

@@ -52,10 +52,11 @@ ARTEFACTS_DIR = "/mnt/artefacts"
 
 @dataclass(frozen=True)
 class SecretValue:
-    """One JSON key of a Secrets Manager secret."""
+    """One JSON key of a Secrets Manager secret encrypted with `key`."""
 
     secret_arn: str
     json_key: str
+    key: EncryptionKey
 
     @property
     def reference(self) -> str:
@@ -106,8 +107,8 @@ class WorkerService(Construct):
         environment: Mapping[str, str],
         secrets: Mapping[str, SecretValue],
     ) -> None:
-        """`key` encrypts the image repository and the secrets; `secrets` are injected into the environment
-        when a task starts."""
+        """`key` encrypts the image repository (ECR decrypts for pulls itself); `secrets` are injected into
+        the environment when a task starts."""
         super().__init__(scope, id)
         self._naming = naming = context.naming
         name = naming.name("worker")
@@ -124,16 +125,17 @@ class WorkerService(Construct):
             account=context.account,
         )
         secret_arns = list(dict.fromkeys(secret.secret_arn for secret in secrets.values()))
+        secret_keys = {secret.key.key_arn: secret.key for secret in secrets.values()}.values()
         grant(
             self,
             execution_role,
             "start-tasks",
             allow(["ecr:GetAuthorizationToken"], ["*"]),
             allow(ECR_PULL_ACTIONS, [repository.arn]),
-            key.grant_decrypt(),
             allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group.arn}:log-stream:*"]),
             # A statement needs resources: none when the task gets no secrets (the local environment).
             *([allow(["secretsmanager:GetSecretValue"], secret_arns)] if secret_arns else []),
+            *(secret_key.grant_decrypt() for secret_key in secret_keys),
         )
         self.task_role: IamRole = service_role(
             self,

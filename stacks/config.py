@@ -234,7 +234,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
                 client_quota_per_day=1_000_000,
                 logging_level="INFO",
                 manage_account_logging_role=False,
-                waf_rate_limit=2_000,
+                firewall=True,
             ),
         ),
         processing=replace(
@@ -282,7 +282,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
                 client_quota_per_day=20_000_000,
                 logging_level="ERROR",
                 manage_account_logging_role=True,
-                waf_rate_limit=10_000,
+                firewall=True,
             ),
         ),
         processing=ProcessingSettings(

@@ -273,7 +273,7 @@ def test_a_grant_returns_what_it_attached_and_the_key_states_its_own_part() -> N
     from iot_constructs.account import Account
     from iot_constructs.iam import service_role
     from iot_constructs.kms import DECRYPT_ACTIONS, EncryptionKey
-    from iot_constructs.table import READ_ACTIONS, Table
+    from iot_constructs.table import Table
 
     stack = TerraformStack(App(), "unit")
     account = Account.of(stack)
@@ -291,17 +291,17 @@ def test_a_grant_returns_what_it_attached_and_the_key_states_its_own_part() -> N
         deletion_protection=False,
     )
     role = service_role(stack, "reader", name="reader", service="lambda.amazonaws.com", account=account)
-    granted = table.grant_read_data(role)
+    granted = table.grant(role, "read-table", "dynamodb:Query")
     assert granted.grantee is role
-    assert granted.actions == {*READ_ACTIONS, *DECRYPT_ACTIONS}
+    assert granted.actions == {"dynamodb:Query", *DECRYPT_ACTIONS}
     synthesized = json_module.loads(Testing.synth(stack))
     (document,) = [
         d
         for name, d in synthesized["data"]["aws_iam_policy_document"].items()
-        if name.startswith("table_read")
+        if name.startswith("table_read-table")
     ]
     table_statement, key_statement = document["statement"]
-    assert table_statement["actions"] == list(READ_ACTIONS)
+    assert table_statement["actions"] == ["dynamodb:Query"]
     assert [reference_target(r) for r in table_statement["resources"]] == [
         f"aws_dynamodb_table.{name}" for name in synthesized["resource"]["aws_dynamodb_table"]
     ]

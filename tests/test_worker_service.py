@@ -68,7 +68,6 @@ def test_the_task_role_holds_only_what_grants_give(stack: dict[str, Any]) -> Non
     assert {
         "kinesis:GetRecords",
         "dynamodb:BatchWriteItem",
-        "rds-db:connect",
         "elasticfilesystem:ClientMount",
     } <= actions
     assert not {a for a in actions if a.startswith(("iam:", "ecs:", "secretsmanager:PutSecretValue"))}
