@@ -46,10 +46,6 @@ def test_the_stream_takes_the_records_of_the_stage_rate_of_full_batches(stack: d
     assert_holds(stack, limits.stream_records_link(stack))
 
 
-def test_the_stream_takes_the_bytes_of_the_stage_rate_of_full_bodies(stack: dict[str, Any]) -> None:
-    assert_holds(stack, limits.stream_bytes_link(stack))
-
-
 def test_a_stream_record_fits_the_readings_packed_into_it(stack: dict[str, Any]) -> None:
     assert_holds(stack, limits.record_size_link(stack))
 
