@@ -1,4 +1,4 @@
-"""Python Lambda functions with their own role, log group, security group and dead-letter queue."""
+"""Python Lambda functions with their own role, log group and security group."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -8,7 +8,6 @@ from cdktf import AssetType, TerraformAsset
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.lambda_function import (
     LambdaFunction,
-    LambdaFunctionDeadLetterConfig,
     LambdaFunctionEnvironment,
     LambdaFunctionTracingConfig,
     LambdaFunctionVpcConfig,
@@ -16,7 +15,6 @@ from cdktf_cdktf_provider_aws.lambda_function import (
 from constructs import Construct
 
 from iot_constructs.context import Context, Metric
-from iot_constructs.dead_letter_queue import DeadLetterQueue
 from iot_constructs.iam import allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.network import Network
@@ -59,7 +57,7 @@ class Function(Construct):
     """A Python Lambda function `<project>-<id>-<suffix>` in the private subnets, with HTTPS egress only.
 
     The role starts with only what running needs (its log group, its network interfaces, tracing, its
-    dead-letter queue, its key); everything else comes from grants on the resources it uses.
+    key); everything else comes from grants on the resources it uses.
     """
 
     def __init__(
@@ -73,7 +71,9 @@ class Function(Construct):
         network: Network,
         environment: Mapping[str, str],
     ) -> None:
-        """`key` encrypts the function's environment variables and its dead-letter queue."""
+        """`key` encrypts the function's environment variables. Functions are invoked synchronously (by API
+        Gateway, the stream's event source mapping, Secrets Manager), so they have no dead-letter queue: a
+        failure goes back to the caller, or to the mapping's on-failure destination."""
         super().__init__(scope, id)
         naming = context.naming
         name = naming.name(id)
@@ -81,8 +81,6 @@ class Function(Construct):
         self.role: IamRole = service_role(
             self, "role", name=name, service="lambda.amazonaws.com", account=context.account
         ).role
-        dead_letters = DeadLetterQueue(self, "dead-letters", name=naming.name(f"{id}-dlq"), key=key)
-        dead_letters.grant_send(self)
         grant(
             self,
             self,
@@ -124,7 +122,6 @@ class Function(Construct):
             ),
             kms_key_arn=key.key_arn,
             tracing_config=LambdaFunctionTracingConfig(mode="Active"),
-            dead_letter_config=LambdaFunctionDeadLetterConfig(target_arn=dead_letters.queue_arn),
             vpc_config=LambdaFunctionVpcConfig(
                 subnet_ids=network.private_subnet_ids, security_group_ids=[self.security_group_id]
             ),
@@ -134,7 +131,6 @@ class Function(Construct):
         self.function_arn: str = function.arn
         self.invoke_arn: str = function.invoke_arn
         self.timeout_seconds = settings.timeout_seconds
-        self.dead_letters = dead_letters
 
     @property
     def grant_principal(self) -> IamRole:

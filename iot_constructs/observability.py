@@ -105,11 +105,13 @@ class Observability(Construct):
             *(_cache_signals(watched.cache, settings) if watched.cache else []),
             *_worker_signals(watched.worker, settings),
         ]
-        self.alarm_names = [self._alarm(signal) for signal in signals]
-        self._dashboard(context, watched)
+        alarms = [self._alarm(signal) for signal in signals]
+        self.alarm_names = [signal_alarm_name for signal_alarm_name, _ in alarms]
+        self._dashboard(context, watched, [arn for _, arn in alarms])
         export(scope, "alarm_names", self.alarm_names, "Every alarm, each notifying the alert topic")
 
-    def _alarm(self, signal: Signal) -> str:
+    def _alarm(self, signal: Signal) -> tuple[str, str]:
+        """The alarm for `signal`: its name and ARN."""
         name = f"{self._prefix}-{signal.name}"
         common: dict[str, Any] = {
             "alarm_name": name,
@@ -139,11 +141,11 @@ class Observability(Construct):
                     for id, metric in signal.inputs.items()
                 ),
             ]
-            CloudwatchMetricAlarm(self, signal.name, metric_query=queries, **common)
+            alarm = CloudwatchMetricAlarm(self, signal.name, metric_query=queries, **common)
         else:
             metric = signal.metric
             percentile = metric.statistic.startswith("p")
-            CloudwatchMetricAlarm(
+            alarm = CloudwatchMetricAlarm(
                 self,
                 signal.name,
                 namespace=metric.namespace,
@@ -154,9 +156,10 @@ class Observability(Construct):
                 extended_statistic=metric.statistic if percentile else None,
                 **common,
             )
-        return name
+        arn: str = alarm.arn
+        return name, arn
 
-    def _dashboard(self, context: Context, watched: Watched) -> None:
+    def _dashboard(self, context: Context, watched: Watched, alarm_arns: list[str]) -> None:
         """Top to bottom as on-call reads it: is the API healthy, is data flowing, what is saturated."""
         region = context.account.region
 
@@ -187,12 +190,17 @@ class Observability(Construct):
         widgets = [
             graph("API requests and 5xx", [api.metric("Count"), api.metric("5XXError")]),
             graph("API p99 latency (ms)", [api.metric("Latency")], stat="p99"),
-            graph("Alarms firing", [api.metric("4XXError")]),
+            {
+                "type": "alarm",
+                "width": 8,
+                "height": 6,
+                "properties": {"title": "Alarms firing", "alarms": alarm_arns, "states": ["ALARM"]},
+            },
             graph("Readings in (records)", [stream.metric_incoming_records()]),
             graph("Stream lag (ms)", [stream.metric_get_records_iterator_age_milliseconds()], stat="Maximum"),
             graph(
                 "Dead letters waiting",
-                [queue.metric_messages_visible() for queue in _dead_letters(watched)],
+                [stream.processing_dead_letters.metric_messages_visible()],
                 stat="Maximum",
             ),
             graph("Function errors", [f.metric("Errors") for f in functions]),
@@ -222,10 +230,6 @@ class Observability(Construct):
             dashboard_name=context.naming.name("on-call"),
             dashboard_body=Fn.jsonencode({"widgets": widgets}),
         )
-
-
-def _dead_letters(watched: Watched) -> list[Any]:
-    return [watched.stream.processing_dead_letters, *(f.dead_letters for f in watched.functions)]
 
 
 def _api_signals(api: Api, t: AlarmThresholds) -> list[Signal]:
@@ -283,19 +287,18 @@ def _stream_signals(watched: Watched, t: AlarmThresholds) -> list[Signal]:
                 datapoints_to_alarm=t.silent_stream_minutes,
             )
         )
-    signals += [
+    signals.append(
         Signal(
-            f"dead-letters-{index}",
-            "Messages wait in a dead-letter queue: something could not be processed",
+            "processing-dead-letters",
+            "Records wait in the processing dead-letter queue: the processor gave up on them",
             "GreaterThanThreshold",
             0,
             "notBreaching",
-            queue.metric_messages_visible(),
+            stream.processing_dead_letters.metric_messages_visible(),
             evaluation_periods=1,
             datapoints_to_alarm=1,
         )
-        for index, queue in enumerate(_dead_letters(watched))
-    ]
+    )
     return signals
 
 

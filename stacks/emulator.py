@@ -64,11 +64,6 @@ OMITTED_ARGUMENTS = (
 # Diffs that only moto causes, attribute by attribute: the local stack ignores changes to them.
 IGNORED_DRIFT = (
     Workaround(
-        "aws_lambda_function",
-        "dead_letter_config",
-        "moto keeps no dead-letter config, so every plan adds it again",
-    ),
-    Workaround(
         "aws_kinesis_stream",
         "tags_all",
         "moto drops the tags of CreateStream, so the first plan adds the default tags again",

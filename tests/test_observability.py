@@ -71,11 +71,10 @@ def test_each_signal_has_its_alarm_with_the_configured_threshold(synth: Synth, n
         assert signal in found, f"no {signal} alarm in {name}"
         assert metric_names(found[signal]) == metrics, signal
         assert found[signal]["threshold"] == threshold, signal
-    dead_letter_alarms = [a for s, a in found.items() if s.startswith("dead-letters-")]
-    assert len(dead_letter_alarms) == len(resources(stack, "aws_sqs_queue"))
-    assert all(
-        a["comparison_operator"] == "GreaterThanThreshold" and a["threshold"] == 0 for a in dead_letter_alarms
-    )
+    (queue,) = resources(stack, "aws_sqs_queue")
+    dead_letters = found["processing-dead-letters"]
+    assert dead_letters["dimensions"] == {"QueueName": f"${{aws_sqs_queue.{queue}.name}}"}
+    assert (dead_letters["comparison_operator"], dead_letters["threshold"]) == ("GreaterThanThreshold", 0)
 
 
 def test_prod_pages_on_a_lag_of_two_seconds_and_on_a_silent_stream(synth: Synth) -> None:
@@ -128,3 +127,12 @@ def test_one_dashboard_per_environment_shows_the_same_signals(stack: dict[str, A
         "Errors",
     ):
         assert f'"{metric}"' in body
+
+
+def test_the_alarms_firing_widget_shows_every_alarm_in_alarm(stack: dict[str, Any]) -> None:
+    body = one(stack, "aws_cloudwatch_dashboard")["dashboard_body"]
+    widget = body[body.index('"type" = "alarm"') :]
+    for name in resources(stack, "aws_cloudwatch_metric_alarm"):
+        assert f"aws_cloudwatch_metric_alarm.{name}.arn" in widget, name
+    assert '"states" = ["ALARM"]' in widget
+    assert '"title" = "Alarms firing"' in widget
