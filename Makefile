@@ -10,8 +10,12 @@ export CHECKPOINT_DISABLE := 1
 PYTHON := python3.11
 PIPENV := $(PYTHON) -m pipenv
 CHECKOV_VENV := .cache/checkov-venv
+# The tests run on pytest-xdist workers, each given whole files (so that a file's costly fixture is built
+# once), in collection order: tests/conftest.py puts the slowest files first, the local end to end first of
+# all, so that it runs beside the rest. Four workers on two CPUs: much of the end to end waits on moto.
+PYTEST := $(PIPENV) run pytest -n 4 --dist loadfile --no-loadscope-reorder
 
-.PHONY: setup synth test snapshots bench
+.PHONY: setup synth test test-fast snapshots bench
 
 ## Install the locked Python environment, the pinned cdktf CLI and checkov (in its own environment).
 setup: .venv/.synced node_modules/.installed $(CHECKOV_VENV)/.installed lazy-provider
@@ -43,14 +47,21 @@ lazy-provider: .venv/.synced
 synth: setup
 	$(PIPENV) run python main.py
 
-## Run every test: unit, snapshots, terraform validate, checkov, ruff and mypy.
+## Run every test: unit, snapshots, terraform validate, checkov, functions, worker, the local end to end,
+## ruff and mypy.
 test: setup
-	$(PIPENV) run pytest
+	$(PYTEST)
 
-## Print the benchmarks' figures (synth: stock against fast; functions: throughput and AWS calls).
+## The inner loop: every test but the local end to end's deployment (tests/e2e/test_local_environment.py).
+test-fast: setup
+	$(PYTEST) --ignore=tests/e2e/test_local_environment.py
+
+## Print the benchmarks' figures (synth: stock against fast; functions: throughput and AWS calls; feedback:
+## how long the tests and a synth take).
 bench: setup
 	$(PIPENV) run python -m bench.synth
 	$(PIPENV) run python -m bench.functions
+	$(PIPENV) run python -m bench.feedback
 
 ## Rewrite the synth snapshots after an intended change (say why in the commit message).
 snapshots: setup

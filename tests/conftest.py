@@ -1,5 +1,6 @@
-"""One synth per test session: every test reads the same synthesized stacks."""
+"""One synth per test run: every test, on every pytest-xdist worker, reads the same synthesized stacks."""
 
+import fcntl
 import json
 import os
 from dataclasses import dataclass
@@ -17,6 +18,26 @@ LONGEST_SUFFIX = "pr-" + "9" * (MAX_SUFFIX_LENGTH - 3)
 STACK_NAMES = [f"{PROJECT}-{name}" for name in (*STANDING_ENVIRONMENTS, LONGEST_SUFFIX)]
 # The only process settings the synth sees: snapshots must not depend on the caller's environment.
 SYNTH_ENVIRON = {"ENVIRONMENT_SUFFIX": LONGEST_SUFFIX}
+# pytest-xdist (`--dist loadfile`, see the Makefile) gives each worker whole files, in collection order, so
+# that a file's costly fixture is built once. These files come first, the longest first: the local end to
+# end, its deployment's chain of Terraform runs, on a worker of its own from the start; then the ones that
+# keep a CPU busy longest (the stock synth, checkov, the two-process worker test, mypy, terraform validate).
+SLOWEST_FILES = [
+    "tests/e2e/test_local_environment.py",
+    "tests/test_fast_synth.py",
+    "tests/test_security_scan.py",
+    "tests/worker/test_worker.py",
+    "tests/test_code_quality.py",
+    "tests/test_terraform.py",
+]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::")[0]
+        return SLOWEST_FILES.index(path) if path in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file
 
 
 def require(available: bool, missing: str) -> None:
@@ -40,8 +61,19 @@ class Synth:
 
 @pytest.fixture(scope="session")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
-    outdir = tmp_path_factory.mktemp("cdktf.out")
-    names = synth_all(outdir, SYNTH_ENVIRON)
+    """The stacks, synthesized once per run: the first pytest-xdist worker to get here synthesizes into the
+    run's directory (each worker's own is inside it) while the others wait on the lock, then they all read
+    what it wrote. Without xdist, the session's directory is the run's."""
+    run_dir = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_dir = run_dir.parent
+    outdir = run_dir / "cdktf.out"
+    synthesized = run_dir / "cdktf.out.json"  # the stack names, written once the synth has finished
+    with (run_dir / "cdktf.out.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not synthesized.exists():
+            synthesized.write_text(json.dumps(synth_all(outdir, SYNTH_ENVIRON)))
+    names = json.loads(synthesized.read_text())
     assert names == STACK_NAMES
     return Synth(
         outdir, {name: json.loads((outdir / "stacks" / name / "cdk.tf.json").read_text()) for name in names}

@@ -4,12 +4,21 @@ import json
 import os
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from tests.conftest import Synth, require
+import pytest
+
+from tests.conftest import STACK_NAMES, Synth, require
 from tools.terraform import PROVIDER_MIRROR, terraform_environ
 
+Run = subprocess.CompletedProcess[str]
 
-def test_terraform_validates_the_stack_with_the_real_provider(synth: Synth, stack_name: str) -> None:
+
+@pytest.fixture(scope="module")
+def validations(synth: Synth) -> dict[str, tuple[Run, Run]]:
+    """Stack name -> its `terraform init` and `terraform validate`, run for every stack at once: each
+    validate spends most of its time loading the provider's schema."""
     terraform = shutil.which("terraform")
     require(terraform is not None, "terraform is not on PATH")
     # CI has no registry access: there, the provider must come from the mirror.
@@ -17,26 +26,30 @@ def test_terraform_validates_the_stack_with_the_real_provider(synth: Synth, stac
         f"the provider mirror {PROVIDER_MIRROR} is missing"
     )
     assert terraform is not None
-    stack_dir = synth.stack_dir(stack_name)
     environ = terraform_environ()
 
-    init = subprocess.run(
-        [terraform, "init", "-backend=false", "-input=false", "-no-color"],
-        cwd=stack_dir,
-        env=environ,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    def run(stack_name: str, *args: str) -> Run:
+        return subprocess.run(
+            [terraform, *args, "-no-color"],
+            cwd=synth.stack_dir(stack_name),
+            env=environ,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    def validate(stack_name: str) -> tuple[Run, Run]:
+        return run(stack_name, "init", "-backend=false", "-input=false"), run(stack_name, "validate", "-json")
+
+    with ThreadPoolExecutor(len(STACK_NAMES)) as pool:
+        return dict(zip(STACK_NAMES, pool.map(validate, STACK_NAMES), strict=True))
+
+
+def test_terraform_validates_the_stack_with_the_real_provider(
+    validations: dict[str, tuple[Run, Run]], stack_name: str
+) -> None:
+    init, validate = validations[stack_name]
     assert init.returncode == 0, init.stderr
-    validate = subprocess.run(
-        [terraform, "validate", "-json", "-no-color"],
-        cwd=stack_dir,
-        env=environ,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    result = json.loads(validate.stdout)
+    result: dict[str, Any] = json.loads(validate.stdout)
     assert result["valid"], json.dumps(result["diagnostics"], indent=2)
     assert result["warning_count"] == 0, json.dumps(result["diagnostics"], indent=2)

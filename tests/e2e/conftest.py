@@ -2,7 +2,7 @@
 
 The session synth (tests/conftest.py) points the local stack at moto's default address, which another
 process may hold. So this starts moto on a free port and synthesizes again with LOCAL_AWS_ENDPOINT set
-to it: a few seconds, as the session synth has loaded the provider bindings into this process already.
+to it: a few seconds with fast synth, on the pytest-xdist worker that runs these tests beside the rest.
 (An override file pointing the synthesized stack elsewhere would be cheaper, but then the tests would
 deploy something other than what the synth produces.) Whatever happens, the environment is destroyed and
 the server stopped at the end of the session.
