@@ -212,7 +212,7 @@ NEVER_STORABLE: dict[str, bytes] = {
         _with(timestamp=iso(minutes_ago(2, seconds=2)), metrics={"t": -1.5e-130}),
     ),
     "firmware-of-420-kb": json.dumps(_with(firmware="1" * 420_000)).encode(),
-    "ten-thousand-metrics": json.dumps(_with(metrics={f"m{n}": n for n in range(10_000)})).encode(),
+    "fifty-thousand-metrics": json.dumps(_with(metrics={f"m{n}": 0 for n in range(50_000)})).encode(),
     "number-of-40-digits": b'{"device_id": "dev-bad", "timestamp": "2026-11-23T17:04:05.000Z", '
     b'"metrics": {"t": 1234567890123456789012345678901234567890}}',
     "year-10000": json.dumps(_with(timestamp="9999-12-31T23:59:59.999-01:00")).encode(),
