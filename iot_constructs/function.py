@@ -44,6 +44,8 @@ class FunctionSettings:
     reserved_concurrency: int = 5
     layers: tuple[str, ...] = ()
     """Layer ARNs, for example the AWS-managed Powertools layer. Default: none."""
+    libraries: tuple[Path, ...] = ()
+    """Directories of shared code (Python packages) packaged beside handler.py. Default: none."""
     bundled_distributions: tuple[str, ...] = ()
     """Python distributions that neither the runtime nor the layers provide, added to the package from the
     synthesizing environment (so at the versions Pipfile.lock pins). Default: none."""
@@ -96,7 +98,7 @@ class Function(Construct):
         code = TerraformAsset(
             self,
             "code",
-            path=str(package(settings.source, settings.bundled_distributions)),
+            path=str(package(settings.source, settings.libraries, settings.bundled_distributions)),
             type=AssetType.FILE,
         )
         function = LambdaFunction(

@@ -10,13 +10,18 @@ from pathlib import Path
 BUNDLES_DIR = Path(__file__).resolve().parent.parent / ".cache" / "function-bundles"
 
 
-def package(source: Path, distributions: tuple[str, ...]) -> Path:
-    """The function's zip: `source` and `distributions`, built once per content and reproducible.
+def package(source: Path, libraries: tuple[Path, ...], distributions: tuple[str, ...]) -> Path:
+    """The function's zip: `source` at its root, each of `libraries` beside it under its own name, and
+    `distributions`; built once per content and reproducible.
 
     Zipped here rather than by cdktf (an ARCHIVE asset spawns a Node process per asset and stack); fixed
     entry times and order make the same code the same bytes, so Terraform only sees real changes.
     """
     files = {path.relative_to(source): path for path in sorted(source.rglob("*")) if _packaged(path)}
+    for library in libraries:
+        files |= {
+            path.relative_to(library.parent): path for path in sorted(library.rglob("*")) if _packaged(path)
+        }
     for name in distributions:
         installed = distribution(name)
         located = {Path(file): Path(str(installed.locate_file(file))) for file in installed.files or []}

@@ -32,7 +32,7 @@ PROJECT = "iot-platform"
 OWNER = "platform-team"
 DEFAULT_REGION = "us-east-1"
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
-READING_SCHEMA = FUNCTIONS_DIR / "ingest" / "reading_schema.json"
+READING_SCHEMA = FUNCTIONS_DIR / "readings" / "reading_schema.json"
 
 # moto server's default address; `LOCAL_AWS_ENDPOINT` points the local environment elsewhere.
 DEFAULT_LOCAL_ENDPOINT = "http://127.0.0.1:5000"
@@ -127,6 +127,8 @@ def _function(name: str, memory_mb: int, timeout_seconds: int, reserved_concurre
         timeout_seconds=timeout_seconds,
         reserved_concurrency=reserved_concurrency,
         layers=(POWERTOOLS_LAYER_ARN.format(region=DEFAULT_REGION),),
+        # The readings package: the one schema and record format ingest, processor and query share.
+        libraries=() if name == "redis_rotation" else (FUNCTIONS_DIR / "readings",),
         # redis-py is in neither the runtime nor the layer.
         bundled_distributions=("redis",) if name == "redis_rotation" else (),
     )

@@ -1,58 +1,57 @@
-"""POST /v1/readings: validate sensor readings and put them on the Kinesis stream.
+"""POST /v1/readings: validate sensor readings and put them on the Kinesis stream, packed into records.
 
-A request is validated as a whole: any problem gets a 400 that names every problem, and nothing is written.
-Valid readings go to Kinesis in PutRecords calls of at most 500 entries; refused entries (and only those)
-are retried with backoff. Readings still refused get a 503 that names them, so a client resends exactly those.
+A request is checked as a whole: a body that is not JSON text gets a 415 or a 400, a reading that cannot be
+stored a 400 naming every problem, and then nothing is written. A reading that the request repeats (the same
+device, millisecond and values) is sent once and counted as a duplicate; two different readings of one device
+and millisecond are refused, since only one of them could be stored. The readings are packed into as few
+stream records as fit (readings.pack), which go to Kinesis in PutRecords calls; refused records (and only
+those) are retried with backoff. Readings still not on the stream get a 503 that names them, so that a client
+resends exactly those.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
-import math
 import os
 import random
-import re
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
-import fastjsonschema
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
+from readings import (
+    EPOCH,
+    ONE_MILLISECOND,
+    Identity,
+    InvalidJson,
+    Problem,
+    Reading,
+    Record,
+    batches,
+    epoch_ms,
+    pack,
+    parse_json,
+    reading_problems,
+)
 
-PUT_RECORDS_MAX_ENTRIES = 500  # Kinesis PutRecords limit
-# A body of at most 4 MiB keeps every PutRecords call under its 5 MiB limit (canonical records add
-# little: a longer timestamp and the partition key), so calls are split by count only.
+MEDIA_TYPE = "application/json"
+PUT_RECORDS_MAX_ENTRIES = 500  # Kinesis PutRecords limits
+PUT_RECORDS_MAX_BYTES = 5 * 1024 * 1024  # data and partition keys
+# Lambda takes requests of up to 6 MB; a body of at most 4 MiB fits even base64-encoded (4/3 of it).
 MAX_BODY_BYTES_LIMIT = 4 * 1024 * 1024
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 2.0
 # Every problem is counted; the list is cut so a 400 stays far below Lambda's 6 MB response limit.
 MAX_LISTED_PROBLEMS = 1000
-# DynamoDB rejects non-zero numbers smaller than this in magnitude; the stream must not carry them.
-DYNAMODB_MIN_MAGNITUDE = 1e-130
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MILLISECOND = timedelta(milliseconds=1)
-DRAFT_04 = "http://json-schema.org/draft-04/schema#"
-# What compile_check understands on an object schema; it refuses a schema that needs more.
-OBJECT_KEYWORDS = {
-    "$schema",
-    "title",
-    "description",
-    "type",
-    "required",
-    "properties",
-    "patternProperties",
-    "additionalProperties",
-    "minProperties",
-    "maxProperties",
-}
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,6 @@ def _positive_int(env: Mapping[str, str], name: str) -> int:
     return int(value)
 
 
-@dataclass(frozen=True)
-class Problem:
-    path: str
-    message: str
-
-
 class InvalidRequest(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__(f"{len(problems)} problems")
@@ -106,13 +99,20 @@ class InvalidRequest(Exception):
 
 
 @dataclass(frozen=True)
-class Reading:
-    """A valid reading: where it was in the request, what identifies it to the client, its stream record."""
+class Sent:
+    """One reading of the request: where it was, and what identifies it to the client."""
 
     index: int
     device_id: str
-    timestamp: str | int
-    data: bytes
+    timestamp: str | int  # as sent
+
+
+@dataclass
+class Distinct:
+    """A reading to put on the stream, and each place the request holds it: the first, then its repeats."""
+
+    reading: Reading
+    sent: list[Sent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -123,31 +123,50 @@ class Refused:
     error_code: str
 
 
-class _NonFinite:
-    """NaN and Infinity are not JSON, yet Python parses them: they become this, which no schema allows."""
+def media_type_problem(content_type: str | None) -> str | None:
+    """Why a body of this Content-Type is not one this function reads, if it is not: only JSON, in UTF-8."""
+    if content_type is None:
+        return f"the request has no Content-Type; send {MEDIA_TYPE}"
+    media_type, *parameters = content_type.split(";")
+    if media_type.strip().lower() != MEDIA_TYPE:
+        return f"the Content-Type is {content_type!r}; send {MEDIA_TYPE}"
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() != "utf-8":
+            return f"the Content-Type is {content_type!r}; JSON is sent in utf-8"
+    return None
 
 
-def _non_finite(literal: str) -> _NonFinite:
-    return _NonFinite()
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """Rejects an object that repeats a key: which of the values would be the reading?"""
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        duplicates = sorted(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
-        raise ValueError(f"duplicate keys {duplicates}")
-    return document
-
-
-def parse_readings(body: str, config: Config, now: datetime) -> list[Reading]:
-    """The request's readings with their stream records; raises InvalidRequest naming every problem."""
-    size = len(body.encode())
-    if size > config.max_body_bytes:
-        raise InvalidRequest([Problem("$", f"body is {size} bytes; the limit is {config.max_body_bytes}")])
+def request_body(body: str | None, is_base64_encoded: bool, max_bytes: int) -> str:
+    """The body as text: base64-decoded if API Gateway encoded it, and UTF-8. Raises InvalidRequest if not."""
+    if is_base64_encoded:
+        try:
+            data = base64.b64decode(body or "", validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest(
+                [Problem("$", "the body is marked base64-encoded but is not base64")]
+            ) from None
+    else:
+        try:
+            data = (body or "").encode()
+        except UnicodeEncodeError as error:
+            problem = f"the body is not Unicode text: {error.reason} at character {error.start}"
+            raise InvalidRequest([Problem("$", problem)]) from None
+    if len(data) > max_bytes:
+        raise InvalidRequest([Problem("$", f"body is {len(data)} bytes; the limit is {max_bytes}")])
     try:
-        document = json.loads(body, parse_constant=_non_finite, object_pairs_hook=_unique_keys)
-    except ValueError as error:
+        return data.decode()
+    except UnicodeDecodeError as error:
+        raise InvalidRequest(
+            [Problem("$", f"the body is not UTF-8: {error.reason} at byte {error.start}")]
+        ) from None
+
+
+def parse_readings(body: str, config: Config, now: datetime) -> list[Distinct]:
+    """The request's distinct readings, in request order; raises InvalidRequest naming every problem."""
+    try:
+        document = parse_json(body)
+    except InvalidJson as error:
         raise InvalidRequest([Problem("$", f"body is not valid JSON: {error}")]) from None
 
     if isinstance(document, dict):
@@ -164,150 +183,97 @@ def parse_readings(body: str, config: Config, now: datetime) -> list[Reading]:
         problems.append(
             Problem("$", f"batch has {len(items)} readings; the limit is {config.max_batch_size}")
         )
-    readings = []
+    distinct: dict[Identity, Distinct] = {}
     for index, (path, item) in enumerate(items):
         item_problems = _reading_problems(path, item, config, now)
-        problems += item_problems
-        if not item_problems:
-            timestamp_ms = _epoch_ms(item["timestamp"])
-            canonical = {**item, "timestamp": _canonical_timestamp(timestamp_ms)}
-            data = json.dumps(canonical, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-            readings.append(Reading(index, item["device_id"], item["timestamp"], data))
+        if item_problems:
+            problems += item_problems
+            continue
+        reading = Reading.from_document(item)
+        first = distinct.setdefault(reading.identity, Distinct(reading))
+        if first.reading != reading:
+            problems.append(
+                Problem(
+                    path,
+                    f"has the device_id and the timestamp (to the millisecond) of $[{first.sent[0].index}] "
+                    "but other values; only one of them can be stored",
+                )
+            )
+        else:
+            first.sent.append(Sent(index, item["device_id"], item["timestamp"]))
     if problems:
         raise InvalidRequest(problems)
-    return readings
-
-
-Check = Callable[[Any, str], list[Problem]]
-
-
-def compile_check(schema: Mapping[str, Any]) -> Check:
-    """A check naming every problem of a value against a draft-04 schema.
-
-    A closed object is checked member by member, so each bad member is named; any other value by
-    fastjsonschema, which names its first problem. (fastjsonschema collects every error only from 2.22,
-    newer than the one the Powertools layer bundles.)
-    """
-    if schema.get("type") != "object":
-        return _value_check(fastjsonschema.compile({"$schema": DRAFT_04, **schema}))
-    unsupported = schema.keys() - OBJECT_KEYWORDS
-    if unsupported or schema.get("additionalProperties") is not False:
-        raise ValueError(f"compile_check needs closed objects without {sorted(unsupported)}")
-    required = schema.get("required", [])
-    fewest, most = schema.get("minProperties", 0), schema.get("maxProperties", math.inf)
-    properties = {name: compile_check(member) for name, member in schema.get("properties", {}).items()}
-    # The schema's patterns are anchored (^...$); fullmatch also refuses the trailing newline $ lets through.
-    patterns = [
-        (re.compile(pattern), compile_check(member))
-        for pattern, member in schema.get("patternProperties", {}).items()
-    ]
-
-    def check(value: Any, path: str) -> list[Problem]:
-        if not isinstance(value, dict):
-            return [Problem(path, "must be object")]
-        problems = [Problem(f"{path}.{name}", "is required") for name in required if name not in value]
-        if len(value) < fewest:
-            problems.append(Problem(path, f"must have at least {fewest} members"))
-        if len(value) > most:
-            problems.append(Problem(path, f"must have at most {most} members"))
-        for key, member in value.items():
-            member_check = properties.get(key) or next((c for p, c in patterns if p.fullmatch(key)), None)
-            if member_check is None:
-                problems.append(Problem(f"{path}.{key}", "is not allowed"))
-            else:
-                problems += member_check(member, f"{path}.{key}")
-        return problems
-
-    return check
-
-
-def _value_check(validate: Callable[[Any], Any]) -> Check:
-    def check(value: Any, path: str) -> list[Problem]:
-        try:
-            validate(value)
-        except fastjsonschema.JsonSchemaValueException as error:
-            return [Problem(path, error.message.removeprefix("data "))]
-        return []
-
-    return check
-
-
-check_reading = compile_check(json.loads((Path(__file__).parent / "reading_schema.json").read_text()))
+    return list(distinct.values())
 
 
 def _reading_problems(path: str, item: Any, config: Config, now: datetime) -> list[Problem]:
-    problems = check_reading(item, path)
-    if not isinstance(item, dict):
-        return problems
-
-    metrics = item.get("metrics")
-    if isinstance(metrics, dict):
-        problems += [
-            Problem(f"{path}.metrics.{name}", f"must be 0 or at least {DYNAMODB_MIN_MAGNITUDE} in magnitude")
-            for name, value in metrics.items()
-            if isinstance(value, float) and 0 < abs(value) < DYNAMODB_MIN_MAGNITUDE
-        ]
-    if "timestamp" in item and not any(problem.path == f"{path}.timestamp" for problem in problems):
-        problems += _timestamp_problems(f"{path}.timestamp", item["timestamp"], config, now)
+    """What stops the item from being stored, and whether its time is within what this function accepts."""
+    problems = reading_problems(item, path)
+    timestamp_path = f"{path}.timestamp"
+    if isinstance(item, dict) and "timestamp" in item and all(p.path != timestamp_path for p in problems):
+        problems += _age_problems(timestamp_path, item["timestamp"], config, now)
     return problems
 
 
-def _timestamp_problems(path: str, timestamp: str | int, config: Config, now: datetime) -> list[Problem]:
-    try:
-        timestamp_ms = _epoch_ms(timestamp)
-    except ValueError as error:
-        return [Problem(path, f"is not a valid date and time: {error}")]
-    if timestamp_ms < _ms_since_epoch(now - config.max_reading_age):
+def _age_problems(path: str, timestamp: str | int, config: Config, now: datetime) -> list[Problem]:
+    milliseconds = epoch_ms(timestamp)
+    if milliseconds < (now - config.max_reading_age - EPOCH) // ONE_MILLISECOND:
         return [Problem(path, f"is more than {config.max_reading_age.total_seconds():.0f} s in the past")]
-    if timestamp_ms > _ms_since_epoch(now + config.max_clock_skew):
+    if milliseconds > (now + config.max_clock_skew - EPOCH) // ONE_MILLISECOND:
         return [Problem(path, f"is more than {config.max_clock_skew.total_seconds():.0f} s in the future")]
     return []
 
 
-def _epoch_ms(timestamp: str | int) -> int:
-    if isinstance(timestamp, int):
-        return timestamp
-    return _ms_since_epoch(datetime.fromisoformat(timestamp))
+def put_readings(
+    kinesis: Any, stream_name: str, distinct: list[Distinct], max_attempts: int
+) -> list[tuple[Distinct, str]]:
+    """Puts every reading on the stream, packed; returns those Kinesis still refused, with its error code."""
+    records = pack([entry.reading for entry in distinct])
+    return [
+        (distinct[position], error_code)
+        for record, error_code in put_records(kinesis, stream_name, records, max_attempts)
+        for position in record.readings
+    ]
 
 
-def _ms_since_epoch(moment: datetime) -> int:
-    return (moment - EPOCH) // ONE_MILLISECOND
-
-
-def _canonical_timestamp(epoch_ms: int) -> str:
-    """UTC with milliseconds, e.g. 2026-11-23T17:04:05.123Z: one fixed-width form, so it sorts as text."""
-    moment = EPOCH + epoch_ms * ONE_MILLISECOND
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def put_readings(kinesis: Any, stream_name: str, readings: list[Reading], max_attempts: int) -> list[Refused]:
-    """Puts every reading on the stream; returns those Kinesis still refused after max_attempts."""
-    refused: list[Refused] = []
-    for start in range(0, len(readings), PUT_RECORDS_MAX_ENTRIES):
-        chunk = readings[start : start + PUT_RECORDS_MAX_ENTRIES]
-        refused += _put_chunk(kinesis, stream_name, chunk, max_attempts)
+def put_records(
+    kinesis: Any, stream_name: str, records: list[Record], max_attempts: int
+) -> list[tuple[Record, str]]:
+    """Puts the records in PutRecords calls; returns those still refused after max_attempts, with why."""
+    refused = []
+    for call in batches(
+        records, max_items=PUT_RECORDS_MAX_ENTRIES, max_bytes=PUT_RECORDS_MAX_BYTES, size=lambda r: r.size
+    ):
+        refused += _put_call(kinesis, stream_name, call, max_attempts)
     return refused
 
 
-def _put_chunk(kinesis: Any, stream_name: str, pending: list[Reading], max_attempts: int) -> list[Refused]:
-    failed: list[tuple[Reading, str]] = []
+def _put_call(
+    kinesis: Any, stream_name: str, pending: list[Record], max_attempts: int
+) -> list[tuple[Record, str]]:
+    failed: list[tuple[Record, str]] = []
     for attempt in range(max_attempts):
         if attempt:
             _sleep_before_retry(attempt)
-        response = kinesis.put_records(
-            StreamName=stream_name,
-            Records=[{"Data": reading.data, "PartitionKey": reading.device_id} for reading in pending],
-        )
+        entries = [{"Data": record.data, "PartitionKey": record.partition_key} for record in pending]
+        try:
+            response = kinesis.put_records(StreamName=stream_name, Records=entries)
+        # The call failed as a whole (throttled beyond the client's own retries, a timeout, ...): whether or
+        # not Kinesis took some of the records, sending them again is harmless; readings have identities.
+        except (BotoCoreError, ClientError) as error:
+            code = error.response["Error"]["Code"] if isinstance(error, ClientError) else type(error).__name__
+            failed = [(record, code) for record in pending]
+            continue
         # Results are in request order; a failed entry carries an ErrorCode.
         failed = [
-            (reading, result["ErrorCode"])
-            for reading, result in zip(pending, response["Records"], strict=True)
+            (record, result["ErrorCode"])
+            for record, result in zip(pending, response["Records"], strict=True)
             if "ErrorCode" in result
         ]
         if not failed:
             return []
-        pending = [reading for reading, _ in failed]
-    return [Refused(reading.index, reading.device_id, reading.timestamp, code) for reading, code in failed]
+        pending = [record for record, _ in failed]
+    return failed
 
 
 def _sleep_before_retry(attempt: int) -> None:
@@ -335,8 +301,13 @@ kinesis = boto3.client("kinesis")
 @metrics.log_metrics
 @event_source(data_class=APIGatewayProxyEvent)
 def handler(event: APIGatewayProxyEvent, context: LambdaContext) -> dict[str, Any]:
+    unsupported = media_type_problem(event.headers.get("content-type"))
+    if unsupported:
+        metrics.add_metric(name="InvalidRequests", unit=MetricUnit.Count, value=1)
+        return _response(415, {"message": unsupported})
     try:
-        readings = parse_readings(event.body or "", CONFIG, datetime.now(UTC))
+        body = request_body(event.body, bool(event.is_base64_encoded), CONFIG.max_body_bytes)
+        distinct = parse_readings(body, CONFIG, datetime.now(UTC))
     except InvalidRequest as invalid:
         metrics.add_metric(name="InvalidRequests", unit=MetricUnit.Count, value=1)
         logger.info("Invalid request", problem_count=len(invalid.problems))
@@ -349,18 +320,29 @@ def handler(event: APIGatewayProxyEvent, context: LambdaContext) -> dict[str, An
             },
         )
 
-    refused = put_readings(kinesis, CONFIG.stream_name, readings, CONFIG.put_records_max_attempts)
-    accepted = len(readings) - len(refused)
+    refused = put_readings(kinesis, CONFIG.stream_name, distinct, CONFIG.put_records_max_attempts)
+    accepted = len(distinct) - len(refused)
+    duplicates = sum(len(entry.sent) - 1 for entry in distinct)
     metrics.add_metric(name="AcceptedReadings", unit=MetricUnit.Count, value=accepted)
+    metrics.add_metric(name="DuplicateReadings", unit=MetricUnit.Count, value=duplicates)
     if refused:
-        metrics.add_metric(name="RefusedReadings", unit=MetricUnit.Count, value=len(refused))
-        logger.warning("Kinesis refused readings", refused=[asdict(reading) for reading in refused])
+        named = sorted(
+            (
+                Refused(sent.index, sent.device_id, sent.timestamp, code)
+                for entry, code in refused
+                for sent in entry.sent
+            ),
+            key=lambda reading: reading.index,
+        )
+        metrics.add_metric(name="RefusedReadings", unit=MetricUnit.Count, value=len(named))
+        logger.warning("Kinesis refused readings", refused=[asdict(reading) for reading in named])
         return _response(
             503,
             {
                 "message": "some readings were not accepted; resend exactly those",
                 "accepted": accepted,
-                "refused": [asdict(reading) for reading in refused],
+                "duplicates": duplicates,
+                "refused": [asdict(reading) for reading in named],
             },
         )
-    return _response(202, {"accepted": accepted})
+    return _response(202, {"accepted": accepted, "duplicates": duplicates})

@@ -1,15 +1,18 @@
 """Kinesis -> DynamoDB: store raw readings, keep per-minute aggregates exactly once, alert on thresholds.
 
-A reading is identified by (device_id, timestamp). Raw items are keyed by it, so rewriting one is harmless.
-The aggregate item of a device and minute lists the readings it has counted (their millisecond of the
-minute) and changes only by one conditional write that carries the new totals together with that list.
-There is no moment at which a reading is counted but not marked, or marked but not counted: a crash
-leaves the old item or the new one, and a replay (of a record, or of a reading a client sent twice)
-skips what the item has already counted. No separate idempotency store is needed.
+A record holds one reading or, packed by ingest, several (readings.unpack reads both). A reading is
+identified by (device_id, timestamp). Raw items are keyed by it, so rewriting one is harmless. The aggregate
+item of a device and minute lists the readings it has counted (their millisecond of the minute) and changes
+only by one conditional write that carries the new totals together with that list. There is no moment at
+which a reading is counted but not marked, or marked but not counted: a crash leaves the old item or the new
+one, and a replay (of a record, or of a reading a client sent twice) skips what the item has already counted.
+No separate idempotency store is needed.
 
-Records that cannot be decoded or stored are reported as batch item failures, so after the mapping's
-bounded retries they go to its on-failure destination. Anything else that fails (DynamoDB or SNS still
-refusing after retries, a conflicting write) fails the invocation: Lambda retries the batch, harmlessly.
+A record is reported as a batch item failure when one of its readings cannot be stored (it breaks the rules
+that ingest applies), or when AWS still refused a write of one of its readings after the retries. Lambda
+then retries from the first record reported, harmlessly, and after the mapping's bounded retries hands the
+batch to its on-failure destination. The other readings, of that record and of the others, are stored all
+the same. Only what no record can fix fails the invocation: an unreadable or malformed thresholds parameter.
 """
 
 from __future__ import annotations
@@ -17,39 +20,22 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
+from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent, event_source
 from aws_lambda_powertools.utilities.parameters import SSMProvider
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
-# The stream carries what ingest writes: a reading valid against functions/ingest/reading_schema.json,
-# serialized with its timestamp in one canonical form. This function cannot import ingest's files, and it
-# only needs to know that a record is storable, so it checks that with its own few rules; the patterns it
-# shares with the schema are kept equal to it by tests/functions/test_contract.py.
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-METRIC_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-CANONICAL_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
-TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-MINUTE_FORMAT = "%Y-%m-%dT%H:%MZ"
-REQUIRED_FIELDS = {"device_id", "timestamp", "metrics"}
-OPTIONAL_FIELDS = {"sequence", "firmware"}
-# Ingest's bounds for metric values, within DynamoDB's numbers (38 significant digits, magnitude at least
-# 1e-130) and low enough that per-minute sums stay within them too.
-MAX_MAGNITUDE = Decimal("1e15")
-MIN_MAGNITUDE = Decimal("1e-130")
-MAX_DIGITS = 38
+from botocore.exceptions import BotoCoreError, ClientError
+from readings import Identity, Number, Reading, Unpacked, batches, epoch_ms, unpack
 
 BATCH_WRITE_MAX_ITEMS = 25
 BATCH_GET_MAX_KEYS = 100
@@ -59,9 +45,12 @@ TRANSACT_MAX_JSON_CHARS = 4_000_000
 PUBLISH_BATCH_MAX_ENTRIES = 10
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 2.0
+# A record's problems are logged up to this many (a packed record holds some 200 readings); all are counted.
+MAX_LOGGED_PROBLEMS = 100
 
-Number = int | Decimal
 AggregateKey = tuple[str, str]  # (device_id, minute)
+# What a failed AWS call raises once botocore's own retries are spent: a service error, or no answer at all.
+AWS_ERRORS = (BotoCoreError, ClientError)
 
 
 @dataclass(frozen=True)
@@ -101,77 +90,10 @@ def _positive_int(env: Mapping[str, str], name: str) -> int:
     return int(value)
 
 
-class InvalidRecord(ValueError):
-    pass
-
-
-class NotProcessed(RuntimeError):
-    """AWS still refused part of a request after the retries; the invocation fails and Lambda retries it."""
-
-
-@dataclass(frozen=True)
-class Reading:
-    device_id: str
-    timestamp: str  # canonical: UTC with milliseconds, e.g. 2026-11-23T17:04:05.123Z
-    metrics: dict[str, Number]
-    sequence: int | None
-    firmware: str | None
-
-    @property
-    def minute(self) -> str:
-        return self.timestamp[:16] + "Z"
-
-    @property
-    def millisecond_of_minute(self) -> int:
-        return int(self.timestamp[17:19]) * 1000 + int(self.timestamp[20:23])
-
-
-def decode_record(record: KinesisStreamRecord) -> Reading:
-    """The record's reading; raises for a record that cannot be stored, so the batch reports it."""
-    return decode_data(record.kinesis.data_as_bytes())
-
-
-def decode_data(data: bytes) -> Reading:
-    """The reading in a record's data; raises if it cannot be stored. The stream worker decodes with it."""
-    return parse_reading(json.loads(data, parse_float=Decimal, parse_constant=_reject))
-
-
-def _reject(literal: str) -> None:
-    raise InvalidRecord(f"{literal} is not a JSON number")
-
-
-def parse_reading(document: Any) -> Reading:
-    if not isinstance(document, dict):
-        raise InvalidRecord("record is not a JSON object")
-    fields = document.keys()
-    if not fields >= REQUIRED_FIELDS or fields - REQUIRED_FIELDS - OPTIONAL_FIELDS:
-        raise InvalidRecord(f"record has fields {sorted(fields)}")
-    device_id, timestamp, metrics = document["device_id"], document["timestamp"], document["metrics"]
-    sequence, firmware = document.get("sequence"), document.get("firmware")
-    if not (isinstance(device_id, str) and DEVICE_ID.fullmatch(device_id)):
-        raise InvalidRecord(f"device_id {device_id!r} is not valid")
-    if not (isinstance(timestamp, str) and CANONICAL_TIMESTAMP.fullmatch(timestamp)):
-        raise InvalidRecord(f"timestamp {timestamp!r} is not canonical")
-    datetime.strptime(timestamp, TIMESTAMP_FORMAT)  # rejects dates that do not exist
-    if not (isinstance(metrics, dict) and metrics):
-        raise InvalidRecord("metrics must be a non-empty object")
-    for name, value in metrics.items():
-        if not (METRIC_NAME.fullmatch(name) and _storable(value)):
-            raise InvalidRecord(f"metric {name!r} = {value!r} is not valid")
-    if sequence is not None and not (type(sequence) is int and sequence >= 0):
-        raise InvalidRecord(f"sequence {sequence!r} is not a non-negative integer")
-    if firmware is not None and not (isinstance(firmware, str) and firmware):
-        raise InvalidRecord(f"firmware {firmware!r} is not a non-empty string")
-    return Reading(device_id, timestamp, metrics, sequence, firmware)
-
-
-def _storable(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, int | Decimal):
-        return False
-    number = Decimal(value)
-    magnitude = abs(number)
-    in_range = magnitude <= MAX_MAGNITUDE and (magnitude == 0 or magnitude >= MIN_MAGNITUDE)
-    return in_range and len(number.as_tuple().digits) <= MAX_DIGITS
+def expires_at(epoch_seconds: int, ttl: timedelta) -> int:
+    """TTL counts from the data's own time, so a replay writes the same item. Whole seconds: no date can
+    overflow, however late its reading is."""
+    return epoch_seconds + int(ttl.total_seconds())
 
 
 def parse_thresholds(document: Any) -> dict[str, dict[str, float]]:
@@ -203,6 +125,10 @@ class Breach:
     value: Number
     bound: str  # "min" or "max"
     limit: float
+
+    @property
+    def identity(self) -> Identity:
+        return (self.device_id, self.timestamp)
 
 
 def find_breaches(readings: list[Reading], thresholds: dict[str, dict[str, float]]) -> list[Breach]:
@@ -243,12 +169,16 @@ class Aggregate:
             self.metrics[name] = Stats(1, value, value, value) if stats is None else stats.with_value(value)
 
 
+def aggregate_key(reading: Reading) -> AggregateKey:
+    return (reading.device_id, reading.minute)
+
+
 def raw_item(reading: Reading, ttl: timedelta) -> dict[str, Any]:
     item: dict[str, Any] = {
         "device_id": {"S": reading.device_id},
         "timestamp": {"S": reading.timestamp},
         "metrics": {"M": {name: {"N": str(value)} for name, value in reading.metrics.items()}},
-        "expires_at": {"N": str(_expires_at(reading.timestamp, TIMESTAMP_FORMAT, ttl))},
+        "expires_at": {"N": str(expires_at(reading.epoch_seconds, ttl))},
     }
     if reading.sequence is not None:
         item["sequence"] = {"N": str(reading.sequence)}
@@ -276,7 +206,7 @@ def aggregate_item(aggregate: Aggregate, ttl: timedelta) -> dict[str, Any]:
                 for name, stats in aggregate.metrics.items()
             }
         },
-        "expires_at": {"N": str(_expires_at(aggregate.minute, MINUTE_FORMAT, ttl))},
+        "expires_at": {"N": str(expires_at(epoch_ms(aggregate.minute) // 1000, ttl))},
     }
 
 
@@ -298,50 +228,74 @@ def aggregate_from_item(item: Mapping[str, Any]) -> Aggregate:
     )
 
 
-def _expires_at(moment: str, moment_format: str, ttl: timedelta) -> int:
-    """TTL counts from the reading's own time, so a replay writes the same item."""
-    return int((datetime.strptime(moment, moment_format).replace(tzinfo=UTC) + ttl).timestamp())
-
-
 @dataclass(frozen=True)
 class Outcome:
     stored: int  # distinct readings written to the raw table
     counted: int  # readings newly counted in the aggregates; the others had been counted before
-    breaches: int
+    breaches: int  # alerts published
+    unstored: set[Identity]  # readings AWS refused to take in full after the retries: their records fail
 
 
 def store_readings(
     readings: list[Reading], thresholds: dict[str, dict[str, float]], config: Config, dynamodb: Any, sns: Any
 ) -> Outcome:
-    distinct = list({(reading.device_id, reading.timestamp): reading for reading in readings}.values())
-    write_raw_readings(dynamodb, config, distinct)
-    aggregates = load_aggregates(
-        dynamodb, config, {(reading.device_id, reading.minute) for reading in distinct}
-    )
-    fresh, writes = count_readings(aggregates, distinct, config)
+    """Stores the readings, counts those not counted yet and alerts on their breaches, each once.
+
+    A reading whose raw item, aggregate or alert AWS did not take is left out of the steps after, so a retry
+    finds it as new as before; the aggregates of the others are written all the same.
+    """
+    distinct = list({reading.identity: reading for reading in readings}.values())
+    unstored = write_raw_readings(dynamodb, config, distinct)
+    written = [reading for reading in distinct if reading.identity not in unstored]
+    aggregates, unread = load_aggregates(dynamodb, config, {aggregate_key(r) for r in written})
+    unstored |= {reading.identity for reading in written if aggregate_key(reading) in unread}
+    fresh = [
+        reading
+        for reading in written
+        if aggregate_key(reading) not in unread
+        and reading.millisecond_of_minute not in aggregates[aggregate_key(reading)].counted
+    ]
     breaches = find_breaches(fresh, thresholds)
     # Alerts go out before the readings are marked counted: a crash between repeats an alert, never loses one.
-    publish_breaches(sns, config.alert_topic_arn, breaches)
-    for transaction in group_transactions(writes):
-        dynamodb.transact_write_items(TransactItems=transaction)
-    return Outcome(stored=len(distinct), counted=len(fresh), breaches=len(breaches))
+    unpublished = publish_breaches(sns, config.alert_topic_arn, breaches)
+    unstored |= unpublished
+    counting = [reading for reading in fresh if reading.identity not in unpublished]
+    uncommitted = commit_aggregates(dynamodb, count_readings(aggregates, counting, config))
+    unstored |= uncommitted
+    return Outcome(
+        stored=len(written),
+        counted=sum(reading.identity not in uncommitted for reading in counting),
+        breaches=sum(breach.identity not in unpublished for breach in breaches),
+        unstored=unstored,
+    )
 
 
-def write_raw_readings(dynamodb: Any, config: Config, readings: list[Reading]) -> None:
+def write_raw_readings(dynamodb: Any, config: Config, readings: list[Reading]) -> set[Identity]:
+    """Writes the raw items; returns the readings whose items DynamoDB had not taken after the retries."""
+    unwritten: set[Identity] = set()
     for start in range(0, len(readings), BATCH_WRITE_MAX_ITEMS):
         chunk = readings[start : start + BATCH_WRITE_MAX_ITEMS]
         requests = [{"PutRequest": {"Item": raw_item(reading, config.reading_ttl)}} for reading in chunk]
-        _until_processed(
+        _, left = _until_processed(
             dynamodb.batch_write_item,
             {config.raw_table_name: requests},
             "UnprocessedItems",
             config.dynamodb_max_attempts,
         )
+        unwritten |= {
+            (request["PutRequest"]["Item"]["device_id"]["S"], request["PutRequest"]["Item"]["timestamp"]["S"])
+            for request in left.get(config.raw_table_name, [])
+        }
+    return unwritten
 
 
-def load_aggregates(dynamodb: Any, config: Config, keys: set[AggregateKey]) -> dict[AggregateKey, Aggregate]:
-    """The stored aggregate for each key, or an empty one; read consistently, as the writes build on them."""
+def load_aggregates(
+    dynamodb: Any, config: Config, keys: set[AggregateKey]
+) -> tuple[dict[AggregateKey, Aggregate], set[AggregateKey]]:
+    """The stored aggregate for each key, or an empty one, and the keys DynamoDB did not answer for after the
+    retries. Read consistently, as the writes build on them."""
     aggregates = {key: Aggregate(*key) for key in keys}
+    unread: set[AggregateKey] = set()
     ordered = sorted(keys)
     for start in range(0, len(ordered), BATCH_GET_MAX_KEYS):
         request = {
@@ -353,32 +307,46 @@ def load_aggregates(dynamodb: Any, config: Config, keys: set[AggregateKey]) -> d
                 "ConsistentRead": True,
             }
         }
-        for response in _until_processed(
+        responses, left = _until_processed(
             dynamodb.batch_get_item, request, "UnprocessedKeys", config.dynamodb_max_attempts
-        ):
+        )
+        for response in responses:
             for item in response["Responses"].get(config.aggregates_table_name, []):
                 aggregate = aggregate_from_item(item)
                 aggregates[(aggregate.device_id, aggregate.minute)] = aggregate
-    return aggregates
+        unread |= {
+            (key["device_id"]["S"], key["minute"]["S"])
+            for key in left.get(config.aggregates_table_name, {}).get("Keys", [])
+        }
+    return aggregates, unread
+
+
+@dataclass(frozen=True)
+class AggregateWrite:
+    """A conditional put of an aggregate, and the readings it counts."""
+
+    request: dict[str, Any]
+    readings: list[Identity]
+
+    @property
+    def json_size(self) -> int:
+        return len(json.dumps(self.request))
 
 
 def count_readings(
     aggregates: dict[AggregateKey, Aggregate], readings: list[Reading], config: Config
-) -> tuple[list[Reading], list[dict[str, Any]]]:
-    """Adds the readings not counted yet to their aggregates; returns them and the writes that commit them.
+) -> list[AggregateWrite]:
+    """Adds the readings to their aggregates; returns the writes that commit them.
 
     Each write succeeds only if the item is still the version that was read.
     """
     versions: dict[AggregateKey, int] = {}
-    fresh = []
+    counted: dict[AggregateKey, list[Identity]] = {}
     for reading in readings:
-        key = (reading.device_id, reading.minute)
-        aggregate = aggregates[key]
-        if reading.millisecond_of_minute in aggregate.counted:
-            continue
-        versions.setdefault(key, aggregate.reading_count)
-        aggregate.add(reading)
-        fresh.append(reading)
+        key = aggregate_key(reading)
+        versions.setdefault(key, aggregates[key].reading_count)
+        aggregates[key].add(reading)
+        counted.setdefault(key, []).append(reading.identity)
     writes = []
     for key, version in versions.items():
         put: dict[str, Any] = {
@@ -390,28 +358,28 @@ def count_readings(
             put["ExpressionAttributeValues"] = {":version": {"N": str(version)}}
         else:
             put["ConditionExpression"] = "attribute_not_exists(device_id)"
-        writes.append({"Put": put})
-    return fresh, writes
+        writes.append(AggregateWrite({"Put": put}, counted[key]))
+    return writes
 
 
-def group_transactions(writes: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Groups writes into TransactWriteItems calls: at most 100 writes and 4 MB each."""
-    transaction: list[dict[str, Any]] = []
-    size = 0
-    for write in writes:
-        write_size = len(json.dumps(write))
-        if transaction and (
-            len(transaction) == TRANSACT_MAX_ITEMS or size + write_size > TRANSACT_MAX_JSON_CHARS
-        ):
-            yield transaction
-            transaction, size = [], 0
-        transaction.append(write)
-        size += write_size
-    if transaction:
-        yield transaction
+def commit_aggregates(dynamodb: Any, writes: list[AggregateWrite]) -> set[Identity]:
+    """Writes the aggregates in TransactWriteItems calls of at most 100 writes and 4 MB; returns the readings
+    of the writes DynamoDB refused (a condition, a conflict, throttling) after its client's own retries."""
+    uncommitted: set[Identity] = set()
+    for transaction in batches(
+        writes, max_items=TRANSACT_MAX_ITEMS, max_bytes=TRANSACT_MAX_JSON_CHARS, size=lambda w: w.json_size
+    ):
+        try:
+            dynamodb.transact_write_items(TransactItems=[write.request for write in transaction])
+        except AWS_ERRORS as error:
+            logger.warning("Aggregates were not written", count=len(transaction), error=str(error))
+            uncommitted |= {identity for write in transaction for identity in write.readings}
+    return uncommitted
 
 
-def publish_breaches(sns: Any, topic_arn: str, breaches: list[Breach]) -> None:
+def publish_breaches(sns: Any, topic_arn: str, breaches: list[Breach]) -> set[Identity]:
+    """Publishes an alert per breach; returns the readings with an alert SNS did not take."""
+    unpublished: set[Identity] = set()
     for start in range(0, len(breaches), PUBLISH_BATCH_MAX_ENTRIES):
         chunk = breaches[start : start + PUBLISH_BATCH_MAX_ENTRIES]
         entries = [
@@ -419,9 +387,16 @@ def publish_breaches(sns: Any, topic_arn: str, breaches: list[Breach]) -> None:
             {"Id": str(index), "Message": json.dumps(asdict(breach), default=float)}
             for index, breach in enumerate(chunk)
         ]
-        response = sns.publish_batch(TopicArn=topic_arn, PublishBatchRequestEntries=entries)
+        try:
+            response = sns.publish_batch(TopicArn=topic_arn, PublishBatchRequestEntries=entries)
+        except AWS_ERRORS as error:
+            logger.warning("Alerts were not published", count=len(chunk), error=str(error))
+            unpublished |= {breach.identity for breach in chunk}
+            continue
         if response["Failed"]:
-            raise NotProcessed(f"SNS refused alerts: {response['Failed']}")
+            logger.warning("SNS refused alerts", failed=response["Failed"])
+        unpublished |= {chunk[int(failure["Id"])].identity for failure in response["Failed"]}
+    return unpublished
 
 
 def _until_processed(
@@ -429,23 +404,37 @@ def _until_processed(
     request_items: dict[str, Any],
     unprocessed_key: str,
     max_attempts: int,
-) -> list[dict[str, Any]]:
-    """Sends a DynamoDB batch request, then resends what it left unprocessed, with backoff."""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Sends a DynamoDB batch request, then resends what it left unprocessed (all of it, if the call failed),
+    with backoff. Returns the responses, and what was still unprocessed after max_attempts."""
     responses = []
     for attempt in range(max_attempts):
         if attempt:
             _sleep_before_retry(attempt)
-        response = call(RequestItems=request_items)
+        try:
+            response = call(RequestItems=request_items)
+        except AWS_ERRORS as error:
+            logger.warning("A DynamoDB batch call failed", attempt=attempt + 1, error=str(error))
+            continue
         responses.append(response)
         request_items = response.get(unprocessed_key) or {}
         if not request_items:
-            return responses
-    raise NotProcessed(f"DynamoDB left {unprocessed_key} after {max_attempts} attempts")
+            break
+    return responses, request_items
 
 
 def _sleep_before_retry(attempt: int) -> None:
     """Exponential backoff with full jitter."""
     time.sleep(random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)))
+
+
+def failed_records(unpacked: Mapping[str, Unpacked], unstored: set[Identity]) -> list[str]:
+    """The sequence numbers of the records with a reading that cannot be stored, or that was not."""
+    return [
+        sequence_number
+        for sequence_number, record in unpacked.items()
+        if record.problems or any(reading.identity in unstored for reading in record.readings)
+    ]
 
 
 CONFIG = Config.from_env(os.environ)
@@ -456,25 +445,37 @@ dynamodb = boto3.client("dynamodb")
 sns = boto3.client("sns")
 # Caches for POWERTOOLS_PARAMETERS_MAX_AGE seconds, so operators' changes arrive without a deploy.
 ssm = SSMProvider(boto3_client=boto3.client("ssm"))
-batch = BatchProcessor(event_type=EventType.KinesisDataStreams, raise_on_entire_batch_failure=False)
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    with batch(records=event["Records"], handler=decode_record):
-        outcomes = batch.process()
-    readings = [reading for status, reading, _ in outcomes if status == "success"]
-    for status, error, record in outcomes:
-        if status == "fail":
-            logger.warning("Invalid record", sequence_number=record.kinesis.sequence_number, error=error)
-    metrics.add_metric(name="InvalidRecords", unit=MetricUnit.Count, value=len(outcomes) - len(readings))
+@event_source(data_class=KinesisStreamEvent)
+def handler(event: KinesisStreamEvent, context: LambdaContext) -> PartialItemFailureResponse:
+    unpacked = {
+        record.kinesis.sequence_number: unpack(record.kinesis.data_as_bytes()) for record in event.records
+    }
+    for sequence_number, record in unpacked.items():
+        if record.problems:
+            logger.warning(
+                "Readings that cannot be stored",
+                sequence_number=sequence_number,
+                problem_count=len(record.problems),
+                problems=[asdict(problem) for problem in record.problems[:MAX_LOGGED_PROBLEMS]],
+            )
+    invalid = sum(bool(record.problems) for record in unpacked.values())
+    metrics.add_metric(name="InvalidRecords", unit=MetricUnit.Count, value=invalid)
 
+    readings = [reading for record in unpacked.values() for reading in record.readings]
+    unstored: set[Identity] = set()
     if readings:
         thresholds = parse_thresholds(ssm.get(CONFIG.thresholds_parameter_name, transform="json"))
         outcome = store_readings(readings, thresholds, CONFIG, dynamodb, sns)
+        unstored = outcome.unstored
         metrics.add_metric(name="StoredReadings", unit=MetricUnit.Count, value=outcome.stored)
         metrics.add_metric(name="CountedReadings", unit=MetricUnit.Count, value=outcome.counted)
         metrics.add_metric(name="ThresholdBreaches", unit=MetricUnit.Count, value=outcome.breaches)
-    return batch.response()
+        metrics.add_metric(name="UnstoredReadings", unit=MetricUnit.Count, value=len(unstored))
+    failed = failed_records(unpacked, unstored)
+    metrics.add_metric(name="FailedRecords", unit=MetricUnit.Count, value=len(failed))
+    return {"batchItemFailures": [{"itemIdentifier": sequence_number} for sequence_number in failed]}

@@ -6,24 +6,20 @@ import base64
 import binascii
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import boto3
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from readings import CANONICAL_TIMESTAMP, DEVICE_ID, EPOCH, ONE_MILLISECOND, canonical_timestamp
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 PARAMETERS = {"from", "to", "limit", "next_token"}
-# Equal to functions/ingest/reading_schema.json (tests/functions/test_contract.py keeps it so).
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-# Stored timestamps are fixed-width UTC with milliseconds, so text order is time order.
-CANONICAL_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 EARLIEST = "0000-01-01T00:00:00.000Z"
 LATEST = "9999-12-31T23:59:59.999Z"
 
@@ -100,7 +96,7 @@ def _timestamp(parameters: Mapping[str, str], name: str, default: str, problems:
     try:
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is not None:
-            return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            return canonical_timestamp((moment - EPOCH) // ONE_MILLISECOND)
     except (ValueError, OverflowError):
         pass
     problems.append(
@@ -122,7 +118,7 @@ def _start_key(token: str, device_id: str, start: str, end: str) -> dict[str, An
     """The DynamoDB key a token stands for, if it is one this device's query could have returned."""
     try:
         key = json.loads(base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         return None
     valid = (
         isinstance(key, dict)

@@ -2,9 +2,10 @@
 
 Every task runs one async-kinesis Consumer. Its Redis checkpointer leases each shard to one task, keeps the
 leases alive with heartbeats, and lets another task take a shard over once its lease has gone without a
-heartbeat for LEASE_TIMEOUT_SECONDS; a task that stops on SIGTERM releases its leases at once. Records are
-decoded and stored by functions/processor/handler.py (raw readings, per-minute aggregates counted exactly
-once, threshold alerts); the newest reading of each device is also kept in Redis.
+heartbeat for LEASE_TIMEOUT_SECONDS; a task that stops on SIGTERM releases its leases at once. Records (one
+reading, or several packed by ingest) are unpacked and checked by the readings package, and their readings
+stored by the processor's code (raw readings, per-minute aggregates counted exactly once, threshold alerts);
+the newest reading of each device is also kept in Redis.
 
 A shard's checkpoint moves only after every record up to it is stored, so a task that dies loses nothing:
 the next owner replays at most what came after the checkpoint, and replayed writes change nothing.
@@ -19,8 +20,7 @@ import signal
 import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import boto3
@@ -28,16 +28,16 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.parameters import SSMProvider
 from botocore.config import Config as BotocoreConfig
-from botocore.exceptions import ClientError
 from kinesis import Consumer, RedisCheckPointer  # type: ignore[import-untyped]
 from kinesis.checkpointers import BaseHeartbeatCheckPointer  # type: ignore[import-untyped]
+from processor import handler as processor
+from readings import Reading, Unpacked, unpack
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
+from stream_worker.config import Config
 
-from functions.processor import handler as processor
-from functions.stream_worker.config import Config
-
-MAX_BATCH_RECORDS = 500
+# A batch ends after the record that brings it to this many readings (a packed record holds some 200).
+MAX_BATCH_READINGS = 500
 BATCH_WINDOW_SECONDS = 1.0
 # async-kinesis gives up on a record it cannot queue for 30 s and moves its shard past it: were that record's
 # checkpoint written later, the record would be lost. The queue only stays full while the worker is busy with
@@ -45,6 +45,8 @@ BATCH_WINDOW_SECONDS = 1.0
 BATCH_DEADLINE_SECONDS = 20.0
 STORE_MAX_ATTEMPTS = 4
 STORE_RETRY_DELAY_SECONDS = 0.5
+# The problems of a batch's readings that cannot be stored are logged up to this many; all are counted.
+MAX_LOGGED_PROBLEMS = 100
 # Longer than the second the library waits after finding a shard leased, so that a worker starting a moment
 # after another still gets its share (see Leases).
 ACQUIRE_INTERVAL_SECONDS = 2.0
@@ -118,7 +120,7 @@ class Leases(RedisCheckPointer):  # type: ignore[misc]  # async-kinesis has no t
 
 
 class RecordData:
-    """An async-kinesis processor that hands each record's data over as it is, for the processor to decode.
+    """An async-kinesis processor that hands each record's data over as it is, for readings.unpack to read.
 
     The library's JSON processors would read metric values as binary floats, and fail on a record that is not
     JSON over and over, until the consumer stops fetching.
@@ -205,76 +207,91 @@ def connect_redis(config: Config) -> Redis | RedisCluster:
     return RedisCluster(**options) if config.redis_cluster else Redis(**options)
 
 
-async def next_batch(consumer: Any) -> list[bytes]:
-    """Records until there are MAX_BATCH_RECORDS, the stream is idle, or BATCH_WINDOW_SECONDS have passed."""
-    records: list[bytes] = []
+async def next_batch(consumer: Any) -> list[Unpacked]:
+    """Records until they hold MAX_BATCH_READINGS readings, the stream is idle, or BATCH_WINDOW_SECONDS have
+    passed."""
+    records: list[Unpacked] = []
+    readings = 0
     try:
         async with asyncio.timeout(BATCH_WINDOW_SECONDS):
-            while len(records) < MAX_BATCH_RECORDS:
-                records.append(await anext(consumer))
+            while readings < MAX_BATCH_READINGS:
+                record = unpack(await anext(consumer))
+                records.append(record)
+                readings += len(record.readings)
     except (TimeoutError, StopAsyncIteration):
         pass
     return records
 
 
-async def process(records: list[bytes], aws: Aws, redis: Redis | RedisCluster) -> None:
-    decoded: list[tuple[processor.Reading, bytes]] = []
-    for data in records:
-        try:
-            decoded.append((processor.decode_data(data), data))
-        # Decoding is pure: whatever it raises, the record cannot be stored; it must not hold up its shard.
-        except Exception as error:
-            logger.warning("Skipping a record that cannot be stored", error=str(error))
-    if not decoded:
+async def process(records: list[Unpacked], aws: Aws, redis: Redis | RedisCluster) -> None:
+    """Stores the records' readings. One that cannot be stored is logged and skipped: it must not hold up
+    its shard, and no retry could change it."""
+    readings = [reading for record in records for reading in record.readings]
+    problems = [problem for record in records for problem in record.problems]
+    if problems:
+        logger.warning(
+            "Skipping readings that cannot be stored",
+            problem_count=len(problems),
+            problems=[asdict(problem) for problem in problems[:MAX_LOGGED_PROBLEMS]],
+        )
+    if not readings:
         return
-    outcome = await store_readings([reading for reading, _ in decoded], aws)
-    await keep_latest_readings(redis, decoded)
+    counted, breaches = await store_readings(readings, aws)
+    await keep_latest_readings(redis, readings)
     logger.info(
         "Stored a batch",
         records=len(records),
-        invalid=len(records) - len(decoded),
-        stored=outcome.stored,
-        counted=outcome.counted,
-        breaches=outcome.breaches,
+        readings=len(readings),
+        invalid_records=sum(bool(record.problems) for record in records),
+        counted=counted,
+        breaches=breaches,
     )
 
 
-async def store_readings(readings: list[processor.Reading], aws: Aws) -> processor.Outcome:
-    """The processor's writes, retried whole on a failure the way Lambda retries a batch: it is safe to."""
-    for attempt in range(1, STORE_MAX_ATTEMPTS):
+async def store_readings(readings: list[Reading], aws: Aws) -> tuple[int, int]:
+    """The processor's writes. What AWS did not take is written again, the way Lambda retries a record: it is
+    safe to. Returns the readings newly counted and the alerts published; raises if readings are still not
+    stored after STORE_MAX_ATTEMPTS attempts."""
+    pending = readings
+    counted = breaches = 0
+    for attempt in range(1, STORE_MAX_ATTEMPTS + 1):
+        if attempt > 1:
+            await asyncio.sleep(STORE_RETRY_DELAY_SECONDS * (attempt - 1))
         try:
-            return await asyncio.to_thread(_store_readings, readings, aws)
-        except (ClientError, processor.NotProcessed) as error:
-            logger.warning("Storing a batch failed; retrying it", attempt=attempt, error=str(error))
-            await asyncio.sleep(STORE_RETRY_DELAY_SECONDS * attempt)
-    return await asyncio.to_thread(_store_readings, readings, aws)
+            outcome = await asyncio.to_thread(_store_readings, pending, aws)
+        except processor.AWS_ERRORS as error:  # the thresholds could not be read
+            logger.warning("Storing a batch failed", attempt=attempt, error=str(error))
+            continue
+        counted += outcome.counted
+        breaches += outcome.breaches
+        if not outcome.unstored:
+            return counted, breaches
+        pending = [reading for reading in pending if reading.identity in outcome.unstored]
+        logger.warning("AWS did not take every reading of a batch", attempt=attempt, unstored=len(pending))
+    raise RuntimeError(f"readings were still not stored after {STORE_MAX_ATTEMPTS} attempts")
 
 
-def _store_readings(readings: list[processor.Reading], aws: Aws) -> processor.Outcome:
+def _store_readings(readings: list[Reading], aws: Aws) -> processor.Outcome:
     config = processor.CONFIG
     thresholds = processor.parse_thresholds(aws.ssm.get(config.thresholds_parameter_name, transform="json"))
     return processor.store_readings(readings, thresholds, config, aws.dynamodb, aws.sns)
 
 
-async def keep_latest_readings(
-    redis: Redis | RedisCluster, decoded: list[tuple[processor.Reading, bytes]]
-) -> None:
-    newest: dict[str, tuple[processor.Reading, bytes]] = {}
-    for reading, data in decoded:
+async def keep_latest_readings(redis: Redis | RedisCluster, readings: list[Reading]) -> None:
+    newest: dict[str, Reading] = {}
+    for reading in readings:
         kept = newest.get(reading.device_id)
-        if kept is None or reading.timestamp >= kept[0].timestamp:
-            newest[reading.device_id] = (reading, data)
+        if kept is None or reading.timestamp >= kept.timestamp:
+            newest[reading.device_id] = reading
     pipeline = redis.pipeline(transaction=False)  # one key per command: fine for a cluster
-    for reading, data in newest.values():
-        expires_at = datetime.strptime(reading.timestamp, processor.TIMESTAMP_FORMAT).replace(tzinfo=UTC)
-        expires_at += processor.CONFIG.reading_ttl
+    for reading in newest.values():
         pipeline.eval(
             LATEST_READING_SCRIPT,
             1,
             latest_reading_key(reading.device_id),
             reading.timestamp,
-            data,
-            int(expires_at.timestamp()),
+            reading.data(),
+            processor.expires_at(reading.epoch_seconds, processor.CONFIG.reading_ttl),
         )
     await pipeline.execute()
 

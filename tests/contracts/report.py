@@ -9,7 +9,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from main import synth_all
+from stacks.app import synth_all
 from tests.conftest import SYNTH_ENVIRON
 from tests.contracts.aws_needs import NEEDS
 from tests.contracts.flows import check_flows, unlisted_rules

@@ -9,6 +9,7 @@ for the processor's writes and async-kinesis's aiobotocore sessions for the stre
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import IO
 
 import botocore.handlers
@@ -24,7 +25,9 @@ def main(path: str) -> None:
         out.flush()
 
     botocore.handlers.BUILTIN_HANDLERS.extend(Recorder(write).handlers())
-    from functions.stream_worker import worker
+    # As the image runs it: from a directory holding stream_worker/, processor/ and readings/.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "functions"))
+    from stream_worker import worker
 
     worker.main()
 

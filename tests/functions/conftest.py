@@ -17,6 +17,10 @@ from moto import mock_aws
 from tests.functions.events import kinesis_event
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
+# A Lambda package holds the function's directory and readings/ at its root, and Lambda puts that root first
+# on the import path; the worker's image holds them at its working directory. Tests import them from here.
+if str(FUNCTIONS) not in sys.path:
+    sys.path.insert(0, str(FUNCTIONS))
 REGION = "eu-west-1"
 THRESHOLDS = {"temperature": {"max": 80}, "humidity": {"min": 10, "max": 90}}
 _module_numbers = itertools.count()

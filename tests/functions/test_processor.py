@@ -6,6 +6,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.functions.conftest import Aws, LambdaContext, LoadFunction, create_tables
 from tests.functions.events import iso, minutes_ago, post_readings, reading
@@ -22,8 +23,17 @@ def put_raw_records(aws: Aws, *payloads: bytes) -> None:
         aws.kinesis.put_record(StreamName=aws.stream_name, Data=payload, PartitionKey="poison")
 
 
+def packed(*documents: Any) -> bytes:
+    """A record of version 2 holding `documents`, whatever they are."""
+    return json.dumps({"v": 2, "readings": list(documents)}).encode()
+
+
 def tables(aws: Aws) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return aws.scan(aws.raw_table), aws.scan(aws.aggregates_table)
+
+
+def raw_keys(aws: Aws) -> list[tuple[str, str]]:
+    return sorted((item["device_id"]["S"], item["timestamp"]["S"]) for item in aws.scan(aws.raw_table))
 
 
 def stats(aws: Aws) -> dict[tuple[str, str], dict[str, Any]]:
@@ -40,8 +50,24 @@ def stats(aws: Aws) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
+def counts(aws: Aws) -> dict[str, int]:
+    """Readings counted in the aggregates, by device."""
+    counted: dict[str, int] = {}
+    for (device, _), aggregate in stats(aws).items():
+        counted[device] = counted.get(device, 0) + aggregate["reading_count"]
+    return counted
+
+
 def minute(moment_minutes_ago: int) -> str:
     return iso(minutes_ago(moment_minutes_ago))[:16] + "Z"
+
+
+def failures(response: dict[str, Any]) -> list[str]:
+    return [failure["itemIdentifier"] for failure in response["batchItemFailures"]]
+
+
+def sequence_numbers(event: dict[str, Any]) -> list[str]:
+    return [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
 
 
 def test_a_valid_batch_lands_in_the_raw_and_aggregate_tables(
@@ -83,7 +109,38 @@ def test_a_valid_batch_lands_in_the_raw_and_aggregate_tables(
     }
 
 
-def test_poison_records_are_reported_by_sequence_number(
+def test_records_of_one_reading_as_ingest_wrote_them_before_it_packed_readings_are_still_stored(
+    ingest: ModuleType, processor: ModuleType, aws: Aws, context: LambdaContext
+) -> None:
+    moment = minutes_ago(2)
+    before_the_deploy = [
+        json.dumps(reading(f"old-{n}", moment, temperature=n), sort_keys=True, separators=(",", ":")).encode()
+        for n in range(3)
+    ]
+    put_raw_records(aws, *before_the_deploy)
+    ingest_readings(ingest, context, [reading("new-0", moment, temperature=9)])
+
+    response = processor.handler(aws.stream_event(), context)
+
+    assert response == {"batchItemFailures": []}
+    assert counts(aws) == {"old-0": 1, "old-1": 1, "old-2": 1, "new-0": 1}
+
+
+def test_a_reading_in_any_form_the_schema_accepts_is_stored_under_its_canonical_time(
+    processor: ModuleType, aws: Aws, context: LambdaContext
+) -> None:
+    moment = minutes_ago(2, seconds=5.25)
+    put_raw_records(
+        aws,
+        json.dumps(reading("dev-1", moment, t=1) | {"timestamp": int(moment.timestamp() * 1000)}).encode(),
+        packed(reading("dev-2", moment, t=2) | {"timestamp": moment.isoformat()}),
+    )
+
+    assert processor.handler(aws.stream_event(), context) == {"batchItemFailures": []}
+    assert raw_keys(aws) == [("dev-1", iso(moment)), ("dev-2", iso(moment))]
+
+
+def test_records_that_cannot_be_stored_are_reported_by_sequence_number_and_their_neighbours_stored(
     ingest: ModuleType, processor: ModuleType, aws: Aws, context: LambdaContext
 ) -> None:
     valid = reading("dev-1", minutes_ago(2), temperature=20)
@@ -93,17 +150,19 @@ def test_poison_records_are_reported_by_sequence_number(
         b"\x00\x01 not json",
         b"[1, 2]",
         json.dumps({**valid, "metrics": {"temperature": "hot"}}).encode(),
-        json.dumps({**valid, "timestamp": "2026-11-23T17:04:05Z"}).encode(),  # not canonical
+        json.dumps({**valid, "timestamp": "2026-11-23T17:04:05"}).encode(),  # no zone
         json.dumps({**valid, "colour": "red"}).encode(),
         b'{"device_id": "dev-1", "timestamp": "2026-11-23T17:04:05.000Z", "metrics": {"temperature": NaN}}',
+        b'{"device_id": "dev-1", "device_id": "dev-2", "timestamp": "2026-11-23T17:04:05.000Z"}',
+        json.dumps({"v": 3, "readings": [valid]}).encode(),  # a version this code does not know
+        b'{"v": 2, "readings": []}',
     )
     ingest_readings(ingest, context, [reading("dev-2", minutes_ago(2), temperature=21)])
     event = aws.stream_event()
-    sequence_numbers = [record["kinesis"]["sequenceNumber"] for record in event["Records"]]
 
     response = processor.handler(event, context)
 
-    assert response == {"batchItemFailures": [{"itemIdentifier": number} for number in sequence_numbers[1:7]]}
+    assert failures(response) == sequence_numbers(event)[1:10]
     assert sorted(item["device_id"]["S"] for item in aws.scan(aws.raw_table)) == ["dev-1", "dev-2"]
 
 
@@ -115,25 +174,94 @@ def test_a_batch_of_only_poison_records_is_reported_not_raised(
 
     response = processor.handler(event, context)
 
-    assert response == {
-        "batchItemFailures": [
-            {"itemIdentifier": record["kinesis"]["sequenceNumber"]} for record in event["Records"]
-        ]
-    }
+    assert failures(response) == sequence_numbers(event)
 
 
-def test_replaying_a_batch_leaves_the_tables_as_they_were(
-    ingest: ModuleType, processor: ModuleType, aws: Aws, context: LambdaContext
+def test_a_bad_reading_in_a_packed_record_reports_the_record_and_its_other_readings_are_stored(
+    processor: ModuleType, aws: Aws, context: LambdaContext
 ) -> None:
-    ingest_readings(
-        ingest,
-        context,
-        [
-            reading(f"dev-{n % 3}", minutes_ago(3, seconds=n * 7.5), temperature=n, humidity=90 - n)
-            for n in range(20)
-        ],
+    moment = minutes_ago(2)
+    put_raw_records(
+        aws,
+        packed(reading("dev-1", moment, t=1), reading("dev-2", moment, t=2)),
+        packed(
+            reading("dev-3", moment, t=3),
+            reading("dev-4", moment) | {"metrics": {"t": "hot"}},
+            reading("dev-5", moment, t=5),
+        ),
+        packed(reading("dev-6", moment, t=6)),
     )
     event = aws.stream_event()
+
+    response = processor.handler(event, context)
+
+    assert failures(response) == [sequence_numbers(event)[1]]
+    assert counts(aws) == {"dev-1": 1, "dev-2": 1, "dev-3": 1, "dev-5": 1, "dev-6": 1}
+
+
+def _with(**fields: Any) -> dict[str, Any]:
+    return reading("dev-bad", minutes_ago(2, seconds=1), t=1) | fields
+
+
+# Readings that no write can store, on the stream as an older ingest or another producer could put them there.
+# Each used to fail the whole invocation, and every retry of it, so that its shard stopped.
+NEVER_STORABLE: dict[str, bytes] = {
+    # Each within DynamoDB's range, but their sum, 5e-131, is not: the aggregate could never be written.
+    "values-whose-sum-underflows": packed(
+        _with(metrics={"t": 2e-130}),
+        _with(timestamp=iso(minutes_ago(2, seconds=2)), metrics={"t": -1.5e-130}),
+    ),
+    "firmware-of-420-kb": json.dumps(_with(firmware="1" * 420_000)).encode(),
+    "fifty-thousand-metrics": json.dumps(_with(metrics={f"m{n}": 0 for n in range(50_000)})).encode(),
+    "number-of-40-digits": b'{"device_id": "dev-bad", "timestamp": "2026-11-23T17:04:05.000Z", '
+    b'"metrics": {"t": 1234567890123456789012345678901234567890}}',
+    "year-10000": json.dumps(_with(timestamp="9999-12-31T23:59:59.999-01:00")).encode(),
+}
+
+
+@pytest.mark.parametrize("payload", NEVER_STORABLE.values(), ids=NEVER_STORABLE.keys())
+def test_a_record_that_can_never_be_stored_is_reported_and_its_neighbours_are_stored(
+    processor: ModuleType, aws: Aws, context: LambdaContext, payload: bytes
+) -> None:
+    moment = minutes_ago(2)
+    put_raw_records(
+        aws, packed(reading("dev-1", moment, t=1)), payload, packed(reading("dev-2", moment, t=2))
+    )
+    event = aws.stream_event()
+
+    response = processor.handler(event, context)
+
+    assert failures(response) == [sequence_numbers(event)[1]]
+    assert counts(aws) == {"dev-1": 1, "dev-2": 1}
+
+
+def test_a_reading_of_the_last_millisecond_of_year_9999_is_stored_with_its_expiry(
+    processor: ModuleType, aws: Aws, context: LambdaContext
+) -> None:
+    put_raw_records(aws, packed(_with(timestamp="9999-12-31T23:59:59.999Z")))
+
+    response = processor.handler(aws.stream_event(), context)
+
+    assert response == {"batchItemFailures": []}
+    ((item,),) = [aws.scan(aws.raw_table)]
+    assert int(item["expires_at"]["N"]) == 253402300799 + 30 * 24 * 3600
+    assert counts(aws) == {"dev-bad": 1}
+
+
+def test_replaying_a_batch_of_packed_records_leaves_the_tables_as_they_were(
+    ingest: ModuleType, processor: ModuleType, aws: Aws, context: LambdaContext
+) -> None:
+    for start in (0, 10):
+        ingest_readings(
+            ingest,
+            context,
+            [
+                reading(f"dev-{n % 3}", minutes_ago(3, seconds=n * 7.5), temperature=n, humidity=90 - n)
+                for n in range(start, start + 10)
+            ],
+        )
+    event = aws.stream_event()
+    assert len(event["Records"]) == 2
     processor.handler(event, context)
     after_first = tables(aws)
 
@@ -141,6 +269,7 @@ def test_replaying_a_batch_leaves_the_tables_as_they_were(
 
     assert response == {"batchItemFailures": []}
     assert tables(aws) == after_first
+    assert sum(counts(aws).values()) == 20
 
 
 def test_a_reading_a_client_sent_twice_is_stored_and_counted_once(
@@ -193,12 +322,24 @@ def test_a_replay_after_a_crash_part_way_counts_every_reading_once(
     assert {counts["reading_count"] for counts in stats(aws).values()} == {1}
 
 
-def test_aggregate_writes_go_in_transactions_of_at_most_100_writes_and_4_mb(processor: ModuleType) -> None:
-    small = [{"Put": {"Item": {"device_id": {"S": "dev-1"}}}}] * 250
-    large = [{"Put": {"Item": {"device_id": {"S": "d" * 1_500_000}}}}] * 3
+class TransactionsStub:
+    def __init__(self) -> None:
+        self.calls: list[int] = []
 
-    assert [len(transaction) for transaction in processor.group_transactions(small)] == [100, 100, 50]
-    assert [len(transaction) for transaction in processor.group_transactions(large)] == [2, 1]
+    def transact_write_items(self, TransactItems: list[Any]) -> dict[str, Any]:
+        self.calls.append(len(TransactItems))
+        return {}
+
+
+def test_aggregate_writes_go_in_transactions_of_at_most_100_writes_and_4_mb(processor: ModuleType) -> None:
+    small = [processor.AggregateWrite({"Put": {"Item": {"device_id": {"S": "dev-1"}}}}, [])] * 250
+    large = [processor.AggregateWrite({"Put": {"Item": {"device_id": {"S": "d" * 1_500_000}}}}, [])] * 3
+    by_count, by_size = TransactionsStub(), TransactionsStub()
+
+    processor.commit_aggregates(by_count, small)
+    processor.commit_aggregates(by_size, large)
+
+    assert (by_count.calls, by_size.calls) == ([100, 100, 50], [2, 1])
 
 
 def test_threshold_breaches_are_published_once(
@@ -318,18 +459,110 @@ def test_unprocessed_items_are_retried_until_written(
     assert len(stats(aws)) == 20
 
 
-def test_items_still_unprocessed_after_the_retries_fail_the_invocation(
+def three_records(ingest: ModuleType, context: LambdaContext) -> None:
+    """Three requests, so three records: devices a-0 to a-2, b-0 to b-2, c-0 to c-2."""
+    for group in "abc":
+        ingest_readings(
+            ingest, context, [reading(f"{group}-{n}", minutes_ago(2), temperature=81 + n) for n in range(3)]
+        )
+
+
+def refuse_device_b(call: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Wraps BatchWriteItem: it never takes the raw items of the b devices, and takes the others."""
+
+    def batch_write_item(RequestItems: dict[str, Any]) -> dict[str, Any]:
+        ((table, requests),) = RequestItems.items()
+        refused = [r for r in requests if r["PutRequest"]["Item"]["device_id"]["S"].startswith("b-")]
+        taken = [r for r in requests if r not in refused]
+        response = call(RequestItems={table: taken}) if taken else {}
+        return {**response, "UnprocessedItems": {table: refused} if refused else {}}
+
+    return batch_write_item
+
+
+def test_readings_dynamodb_still_leaves_unprocessed_fail_only_their_record_until_a_retry_stores_them(
     ingest: ModuleType,
-    processor: ModuleType,
+    load_function: LoadFunction,
     aws: Aws,
     context: LambdaContext,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    ingest_readings(ingest, context, [reading(f"dev-{n}", minutes_ago(2), temperature=n) for n in range(20)])
-    write = LeaveHalfUnprocessed(processor.dynamodb.batch_write_item, "UnprocessedItems", times=3)
-    monkeypatch.setattr(processor.dynamodb, "batch_write_item", write)
+    three_records(ingest, context)
+    event = aws.stream_event()
+    throttled = load_function("processor")
+    monkeypatch.setattr(
+        throttled.dynamodb, "batch_write_item", refuse_device_b(throttled.dynamodb.batch_write_item)
+    )
 
-    with pytest.raises(processor.NotProcessed):
-        processor.handler(aws.stream_event(), context)
-    assert len(write.calls) == 3  # DYNAMODB_MAX_ATTEMPTS
-    assert aws.scan(aws.aggregates_table) == []  # nothing counted: the retried batch will count it all
+    response = throttled.handler(event, context)
+
+    assert failures(response) == [sequence_numbers(event)[1]]
+    assert counts(aws) == {f"{group}-{n}": 1 for group in "ac" for n in range(3)}
+    assert not any(alert["device_id"].startswith("b-") for alert in aws.alerts())
+
+    assert load_function("processor").handler(event, context) == {"batchItemFailures": []}
+    assert counts(aws) == {f"{group}-{n}": 1 for group in "abc" for n in range(3)}
+    assert sorted(alert["device_id"] for alert in aws.alerts()) == ["b-0", "b-1", "b-2"]
+
+
+def test_an_aggregate_write_dynamodb_cancels_fails_the_records_of_its_readings_only(
+    ingest: ModuleType,
+    load_function: LoadFunction,
+    aws: Aws,
+    context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    three_records(ingest, context)
+    event = aws.stream_event()
+    conflicting = load_function("processor")
+    monkeypatch.setattr(conflicting, "TRANSACT_MAX_ITEMS", 1)
+    transact = conflicting.dynamodb.transact_write_items
+
+    def cancel_device_b_1(TransactItems: list[dict[str, Any]]) -> Any:
+        if TransactItems[0]["Put"]["Item"]["device_id"]["S"] == "b-1":
+            error = {"Code": "TransactionCanceledException", "Message": "ConditionalCheckFailed"}
+            raise ClientError({"Error": error}, "TransactWriteItems")
+        return transact(TransactItems=TransactItems)
+
+    monkeypatch.setattr(conflicting.dynamodb, "transact_write_items", cancel_device_b_1)
+
+    response = conflicting.handler(event, context)
+
+    assert failures(response) == [sequence_numbers(event)[1]]
+    assert "b-1" not in counts(aws) and len(counts(aws)) == 8
+
+    assert load_function("processor").handler(event, context) == {"batchItemFailures": []}
+    assert counts(aws) == {f"{group}-{n}": 1 for group in "abc" for n in range(3)}
+
+
+def test_a_reading_whose_alert_sns_does_not_take_is_counted_only_once_the_alert_is_published(
+    ingest: ModuleType,
+    load_function: LoadFunction,
+    aws: Aws,
+    context: LambdaContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    three_records(ingest, context)
+    event = aws.stream_event()
+    failing = load_function("processor")
+    publish_batch = failing.sns.publish_batch
+
+    def refuse_device_c_2(**request: Any) -> dict[str, Any]:
+        entries = request["PublishBatchRequestEntries"]
+        refused = [e for e in entries if json.loads(e["Message"])["device_id"] == "c-2"]
+        taken = [e for e in entries if e not in refused]
+        response = publish_batch(TopicArn=request["TopicArn"], PublishBatchRequestEntries=taken)
+        failed = [{"Id": e["Id"], "Code": "InternalError", "SenderFault": False} for e in refused]
+        return {**response, "Failed": response["Failed"] + failed}
+
+    monkeypatch.setattr(failing.sns, "publish_batch", refuse_device_c_2)
+
+    response = failing.handler(event, context)
+
+    assert failures(response) == [sequence_numbers(event)[2]]
+    assert "c-2" not in counts(aws) and len(counts(aws)) == 8
+    assert "c-2" not in {alert["device_id"] for alert in aws.alerts()}
+
+    assert load_function("processor").handler(event, context) == {"batchItemFailures": []}
+    assert counts(aws) == {f"{group}-{n}": 1 for group in "abc" for n in range(3)}
+    assert [alert["device_id"] for alert in aws.alerts()] == ["c-2"]

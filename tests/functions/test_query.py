@@ -69,8 +69,12 @@ def test_a_device_without_readings_gets_an_empty_list(query: ModuleType, context
     )
 
 
+def token_of(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
 def token(key: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
+    return token_of(json.dumps(key).encode())
 
 
 NOW = iso(minutes_ago(0))
@@ -102,6 +106,10 @@ BAD_PARAMETERS: dict[str, tuple[str, dict[str, str], str]] = {
         {"next_token": token({"device_id": "dev-2", "timestamp": NOW})},
         "next_token",
     ),
+    "token-deeply-nested": ("dev-1", {"next_token": token_of(b"[" * 10_000 + b"]" * 10_000)}, "next_token"),
+    "token-lone-surrogate": ("dev-1", {"next_token": "\ud800"}, "next_token"),
+    "from-lone-surrogate": ("dev-1", {"from": "2026-11-23T17:00:00\ud800"}, "from"),
+    "from-after-year-9999": ("dev-1", {"from": "9999-12-31T23:59:59-01:00"}, "from"),
     "token-outside-range": (
         "dev-1",
         {"to": "2026-01-01T00:00:00Z", "next_token": token({"device_id": "dev-1", "timestamp": NOW})},

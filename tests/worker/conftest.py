@@ -17,9 +17,9 @@ import pytest
 import redis
 from moto.server import ThreadedMotoServer
 
-from tests.functions.conftest import create_tables, redis_server_executable
+# Importing the function tests' conftest also puts functions/ on the import path.
+from tests.functions.conftest import FUNCTIONS, create_tables, redis_server_executable
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
 SHARD_COUNT = 4
 REDIS_PASSWORD = "worker-test-auth-token"
@@ -174,9 +174,10 @@ class Worker:
     def __init__(self, environment: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("wb")
+        # As the image runs it: from a directory holding stream_worker/, processor/ and readings/.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "functions.stream_worker.worker"],
-            cwd=PROJECT_ROOT,
+            [sys.executable, "-m", "stream_worker.worker"],
+            cwd=FUNCTIONS,
             env=environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,

@@ -1,8 +1,7 @@
 """The worker's settings: defaults for the cloud, and a message naming the variable that is wrong."""
 
 import pytest
-
-from functions.stream_worker.config import Config
+from stream_worker.config import Config
 
 MINIMAL = {"STREAM_NAME": "readings", "REDIS_HOST": "redis.example"}
 

@@ -1,7 +1,12 @@
-"""The worker image (functions/stream_worker/Dockerfile) installs what its code imports, as locked."""
+"""The worker image (functions/stream_worker/Dockerfile) holds what its code imports: the packages, as locked,
+and the project's own modules, laid out as they import."""
 
 import ast
 import json
+import os
+import shutil
+import subprocess
+import sys
 from importlib.metadata import packages_distributions, requires
 from pathlib import Path
 
@@ -9,13 +14,23 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-FUNCTIONS = PROJECT_ROOT / "functions"
-# The code the Dockerfile copies.
-IMAGE_CODE = (
-    FUNCTIONS / "stream_worker" / "worker.py",
-    FUNCTIONS / "stream_worker" / "config.py",
-    FUNCTIONS / "processor" / "handler.py",
-)
+FUNCTIONS = PROJECT_ROOT / "functions"  # the build context
+DOCKERFILE = FUNCTIONS / "stream_worker" / "Dockerfile"
+
+
+def copied() -> dict[str, str]:
+    """Where the Dockerfile copies each file of its context to, relative to its working directory."""
+    copies = {}
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("COPY "):
+            *sources, destination = line.split()[1:]
+            for source in sources:
+                into_directory = destination == "." or destination.endswith("/")
+                copies[source] = str(Path(destination) / Path(source).name) if into_directory else destination
+    return copies
+
+
+IMAGE_CODE = [FUNCTIONS / source for source in copied() if source.endswith(".py")]
 
 
 def pins() -> dict[str, str]:
@@ -59,3 +74,34 @@ def test_every_package_the_code_imports_is_pinned() -> None:
     distributions = packages_distributions()
     imported = {canonicalize_name(name) for module in modules for name in distributions.get(module, [])}
     assert imported and imported - pins().keys() == set()
+
+
+def test_the_build_context_lets_through_exactly_what_the_dockerfile_copies() -> None:
+    ignore_file = DOCKERFILE.with_name("Dockerfile.dockerignore")
+    let_through = {line[1:] for line in ignore_file.read_text().splitlines() if line.startswith("!")}
+    assert let_through == copied().keys()
+
+
+def test_the_worker_imports_from_the_files_as_the_image_lays_them_out(tmp_path: Path) -> None:
+    for source, target in copied().items():
+        (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(FUNCTIONS / source, tmp_path / target)
+    environment = {
+        "PATH": os.environ["PATH"],
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        **dict.fromkeys(("RAW_TABLE_NAME", "AGGREGATES_TABLE_NAME", "ALERT_TOPIC_ARN"), "unused"),
+        "THRESHOLDS_PARAMETER_NAME": "unused",
+        **dict.fromkeys(("READING_TTL_DAYS", "AGGREGATE_TTL_DAYS", "DYNAMODB_MAX_ATTEMPTS"), "1"),
+    }
+
+    # As the image's command does: `python -m` puts the working directory first on the import path.
+    result = subprocess.run(
+        [sys.executable, "-c", "import stream_worker.worker"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr

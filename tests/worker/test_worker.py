@@ -1,5 +1,6 @@
 """Two worker processes share a four-shard stream; one is killed, the other takes its shards over, and every
-reading is stored exactly once: in the raw table, in the aggregates and, for the newest, in Redis."""
+reading is stored exactly once: in the raw table, in the aggregates and, for the newest, in Redis. Records of
+one reading (as ingest wrote them before it packed readings) and packed records are both read."""
 
 import json
 import signal
@@ -7,6 +8,8 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import readings
 
 from tests.functions.events import minutes_ago, reading
 from tests.worker.conftest import SHARD_COUNT, THRESHOLDS, Services, StartWorker, wait_until
@@ -44,8 +47,16 @@ def put(services: Services, payloads: list[tuple[str, bytes]]) -> set[str]:
     return shards
 
 
-def put_readings(services: Services, readings: Readings) -> set[str]:
-    return put(services, [(document["device_id"], canonical(document)) for document in readings])
+def put_single_readings(services: Services, documents: Readings) -> set[str]:
+    """One record per reading, keyed by its device: records of version 1."""
+    return put(services, [(document["device_id"], canonical(document)) for document in documents])
+
+
+def put_packed_readings(services: Services, documents: Readings) -> None:
+    """The readings packed as ingest packs them, a few per record."""
+    for start in range(0, len(documents), 7):
+        packed = readings.pack([readings.Reading.from_document(d) for d in documents[start : start + 7]])
+        put(services, [(record.partition_key, record.data) for record in packed])
 
 
 def scan(services: Services, table: str) -> list[dict[str, Any]]:
@@ -138,7 +149,7 @@ def test_a_worker_takes_over_the_shards_of_a_dead_one_and_every_reading_is_store
 
     before = readings_from(minutes_ago(10), 5, DEVICES)
     resent = before[7]
-    assert put_readings(services, [*before, resent]) == SHARDS, "the devices do not cover every shard"
+    assert put_single_readings(services, [*before, resent]) == SHARDS, "the devices do not cover every shard"
     put(services, [(DEVICES[0], b"not JSON")])
     wait_until(
         lambda: len(stored_state(services)["raw"]) == len(before),
@@ -150,7 +161,15 @@ def test_a_worker_takes_over_the_shards_of_a_dead_one_and_every_reading_is_store
     assert first.process.wait(timeout=10) == -signal.SIGKILL
     # Newer readings for every device but the first, which gets an older one: Redis must keep its newest.
     after = readings_from(minutes_ago(5), 5, DEVICES[1:]) + readings_from(minutes_ago(20), 1, DEVICES[:1])
-    put_readings(services, after)
+    put_packed_readings(services, after)
+    # A packed record with a reading that can never be stored: it is skipped, and its neighbours stored.
+    neighbours = readings_from(minutes_ago(3), 1, DEVICES[:2])
+    unstorable = neighbours[0] | {"device_id": DEVICES[2], "metrics": {"temperature": 2e-130}}
+    put(
+        services,
+        [("mixed", json.dumps({"v": 2, "readings": [neighbours[0], unstorable, neighbours[1]]}).encode())],
+    )
+    after += neighbours
 
     expected = expected_state(before + after)
     wait_until(

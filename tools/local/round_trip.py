@@ -175,6 +175,9 @@ def _load(aws: boto3.Session, name: str, function_name: str) -> Handler:
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS_DIR / name / "handler.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # The shared readings package sits beside handler.py in each zip; here it is in functions/.
+    if str(FUNCTIONS_DIR) not in sys.path:
+        sys.path.insert(0, str(FUNCTIONS_DIR))
     # Handlers parse their environment and create their clients at import. No __pycache__ in functions/:
     # each directory is zipped, and hashed, as it is. Dataclasses look their module up while it loads.
     writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
