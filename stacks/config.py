@@ -31,11 +31,24 @@ from iot_constructs.worker import WorkerSettings
 PROJECT = "iot-platform"
 OWNER = "platform-team"
 DEFAULT_REGION = "us-east-1"
+# The availability zones of the regions the platform deploys to, named explicitly: a stack's zones must
+# never change under a plan, and zone letters have gaps (ca-central-1 has no c).
+REGION_ZONES: dict[str, tuple[str, ...]] = {
+    "us-east-1": tuple(f"us-east-1{letter}" for letter in "abcdef"),
+    "eu-west-1": ("eu-west-1a", "eu-west-1b", "eu-west-1c"),
+    "ca-central-1": ("ca-central-1a", "ca-central-1b", "ca-central-1d"),
+}
+# The AWS accounts the environments deploy to (AWS's documentation placeholders: replace them with
+# yours). The provider refuses credentials of any other account, so a plan of prod with dev's
+# credentials fails at once.
+DEV_ACCOUNT = "111122223333"
+PROD_ACCOUNT = "444455556666"
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
 READING_SCHEMA = FUNCTIONS_DIR / "readings" / "reading_schema.json"
 
 # moto server's default address; `LOCAL_AWS_ENDPOINT` points the local environment elsewhere.
 DEFAULT_LOCAL_ENDPOINT = "http://127.0.0.1:5000"
+EMULATOR_ACCOUNT = "123456789012"  # moto's
 
 SUFFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 SUFFIX_RULE = (
@@ -71,6 +84,8 @@ class StateBackend:
 @dataclass(frozen=True)
 class EnvironmentConfig:
     name: str
+    account_id: str
+    """The only AWS account the provider accepts credentials for (the emulator's, locally)."""
     region: str
     network: NetworkSettings
     ingestion: IngestionSettings
@@ -84,6 +99,9 @@ class EnvironmentConfig:
     backend: StateBackend
     # Set for the local environment only: the AWS emulator every provider call and the state go to.
     emulator_endpoint: str | None = None
+    deploy_role_arn: str | None = None
+    """A role in `account_id` the provider assumes to plan and apply. Default: the caller's credentials (as
+    in the workflows, whose OIDC role is the environment's deploy role)."""
 
     @property
     def stack_name(self) -> str:
@@ -115,18 +133,28 @@ POWERTOOLS_LAYER_ARN = (
 
 
 def _zones(region: str, count: int) -> tuple[str, ...]:
-    """The region's first `count` availability zones."""
-    return tuple(f"{region}{letter}" for letter in "abcdef"[:count])
+    """The region's first `count` availability zones; a ConfigError if it has fewer or is unknown."""
+    if region not in REGION_ZONES:
+        raise ConfigError(
+            f"region {region!r} is not one the platform knows the availability zones of: "
+            f"use one of {', '.join(REGION_ZONES)}, or add it to REGION_ZONES in stacks/config.py"
+        )
+    zones = REGION_ZONES[region]
+    if len(zones) < count:
+        raise ConfigError(f"region {region!r} has {len(zones)} availability zones; the network needs {count}")
+    return zones[:count]
 
 
-def _function(name: str, memory_mb: int, timeout_seconds: int, reserved_concurrency: int) -> FunctionSettings:
-    """A function whose code is functions/<name>/, running with the Powertools layer."""
+def _function(
+    name: str, memory_mb: int, timeout_seconds: int, reserved_concurrency: int, region: str = DEFAULT_REGION
+) -> FunctionSettings:
+    """A function whose code is functions/<name>/, running with the Powertools layer of its region."""
     return FunctionSettings(
         source=FUNCTIONS_DIR / name,
         memory_mb=memory_mb,
         timeout_seconds=timeout_seconds,
         reserved_concurrency=reserved_concurrency,
-        layers=(POWERTOOLS_LAYER_ARN.format(region=DEFAULT_REGION),),
+        layers=(POWERTOOLS_LAYER_ARN.format(region=region),),
         # The readings package: the one schema and record format ingest, processor and query share.
         libraries=() if name == "redis_rotation" else (FUNCTIONS_DIR / "readings",),
         # redis-py is in neither the runtime nor the layer.
@@ -158,6 +186,7 @@ def _data(database: DatabaseSettings, cache: CacheSettings | None, backups: bool
 
 _DEV = EnvironmentConfig(
     name="dev",
+    account_id=DEV_ACCOUNT,
     region=DEFAULT_REGION,
     network=NetworkSettings(
         cidr="10.10.0.0/16", availability_zones=_zones(DEFAULT_REGION, 2), nat_mode="single"
@@ -266,6 +295,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
     "prod": replace(
         _DEV,
         name="prod",
+        account_id=PROD_ACCOUNT,
         network=NetworkSettings(
             cidr="10.30.0.0/16",
             availability_zones=_zones(DEFAULT_REGION, 3),
@@ -335,6 +365,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
     "local": replace(
         _DEV,
         name="local",
+        account_id=EMULATOR_ACCOUNT,
         network=NetworkSettings(
             cidr="10.40.0.0/16", availability_zones=_zones(DEFAULT_REGION, 2), nat_mode="none"
         ),
@@ -388,10 +419,29 @@ def environment(name: str, environ: Mapping[str, str]) -> EnvironmentConfig:
 
 
 def short_lived_environment(suffix: str, environ: Mapping[str, str]) -> EnvironmentConfig:
-    """A destroyable environment named by `suffix` (for example pr-123), sized like dev, in dev's account."""
+    """A destroyable environment named by `suffix` (for example pr-123), sized like dev, in dev's account and
+    in the region AWS_REGION names (dev's by default)."""
     ingestion = replace(_DEV.ingestion, api=replace(_DEV.ingestion.api, manage_account_logging_role=False))
     config = replace(_DEV, name=validate_suffix(suffix), log_retention_days=7, ingestion=ingestion)
-    return _with_overrides(config, environ)
+    return _with_overrides(_in_region(config, environ.get("AWS_REGION") or _DEV.region), environ)
+
+
+def _in_region(config: EnvironmentConfig, region: str) -> EnvironmentConfig:
+    """`config` moved to `region`: its zones (as many as before) and its functions' layers."""
+    zones = _zones(region, len(config.network.availability_zones))
+
+    def moved(function: FunctionSettings) -> FunctionSettings:
+        return replace(function, layers=(POWERTOOLS_LAYER_ARN.format(region=region),))
+
+    ingestion, processing, data = config.ingestion, config.processing, config.data
+    return replace(
+        config,
+        region=region,
+        network=replace(config.network, availability_zones=zones),
+        ingestion=replace(ingestion, ingest=moved(ingestion.ingest), query=moved(ingestion.query)),
+        processing=replace(processing, processor=moved(processing.processor)),
+        data=replace(data, token_rotator=moved(data.token_rotator)),
+    )
 
 
 def load_environments(environ: Mapping[str, str]) -> list[EnvironmentConfig]:
@@ -404,11 +454,17 @@ def load_environments(environ: Mapping[str, str]) -> list[EnvironmentConfig]:
 
 
 def _with_overrides(config: EnvironmentConfig, environ: Mapping[str, str]) -> EnvironmentConfig:
-    """Apply the settings that come from the process environment: state location and emulator address."""
+    """Apply the settings that come from the process environment: state location, emulator address, and the
+    worker image a deployment built (WORKER_IMAGE_TAG, the commit it was built from)."""
     backend = replace(
         config.backend,
         bucket=environ.get("TF_STATE_BUCKET") or config.backend.bucket,
         region=environ.get("TF_STATE_REGION") or config.backend.region,
     )
     emulator = config.emulator_endpoint and (environ.get("LOCAL_AWS_ENDPOINT") or config.emulator_endpoint)
-    return replace(config, backend=backend, emulator_endpoint=emulator)
+    worker = replace(
+        config.processing.worker,
+        image_tag=environ.get("WORKER_IMAGE_TAG") or config.processing.worker.image_tag,
+    )
+    processing = replace(config.processing, worker=worker)
+    return replace(config, backend=backend, emulator_endpoint=emulator, processing=processing)

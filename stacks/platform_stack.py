@@ -3,7 +3,12 @@
 from typing import Any
 
 from cdktf import S3Backend, TerraformStack
-from cdktf_cdktf_provider_aws.provider import AwsProvider, AwsProviderDefaultTags, AwsProviderEndpoints
+from cdktf_cdktf_provider_aws.provider import (
+    AwsProvider,
+    AwsProviderAssumeRole,
+    AwsProviderDefaultTags,
+    AwsProviderEndpoints,
+)
 from constructs import Construct
 
 from iot_constructs.account import Account
@@ -104,7 +109,7 @@ class PlatformStack(TerraformStack):
     def _terraform_settings(self, config: EnvironmentConfig) -> None:
         """Provider, state backend and Terraform version; the local environment's point at the emulator."""
         emulator = config.emulator_endpoint
-        emulator_settings: dict[str, Any] = (
+        access: dict[str, Any] = (
             {
                 **EMULATOR_CREDENTIALS,
                 "skip_credentials_validation": True,
@@ -114,7 +119,17 @@ class PlatformStack(TerraformStack):
                 "endpoints": [AwsProviderEndpoints(**{service: emulator for service in EMULATED_SERVICES})],
             }
             if emulator
-            else {}
+            # Real accounts: only this environment's, and through its deploy role where it has one.
+            else {
+                "allowed_account_ids": [config.account_id],
+                "assume_role": [
+                    AwsProviderAssumeRole(
+                        role_arn=config.deploy_role_arn, session_name=f"{PROJECT}-{config.name}"
+                    )
+                ]
+                if config.deploy_role_arn
+                else None,
+            }
         )
         AwsProvider(
             self,
@@ -130,7 +145,7 @@ class PlatformStack(TerraformStack):
                     }
                 )
             ],
-            **emulator_settings,
+            **access,
         )
 
         backend = config.backend
