@@ -15,7 +15,8 @@ from iot_constructs.stream import Stream
 
 @dataclass(frozen=True)
 class EventSourceSettings:
-    batch_size: int = 100
+    batch_size: int = 10
+    """Records per invocation; a packed record holds about 200 readings (functions/readings)."""
     batching_window_seconds: int = 1
     parallelization_factor: int = 1
     """Concurrent batches per shard (1 to 10); readings of one device stay in order either way."""

@@ -13,10 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import DefaultContext
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-import fastjsonschema
+import readings
 
 from tests.contracts.stack_model import (
     Body,
@@ -27,8 +26,6 @@ from tests.contracts.stack_model import (
     refers_to,
     resources,
 )
-
-FUNCTIONS_DIRECTORY = Path(__file__).resolve().parents[2] / "functions"
 
 # AWS's documented limits.
 API_GATEWAY_MAX_PAYLOAD = (
@@ -119,14 +116,9 @@ def web_acl(stack: Stack) -> Body | None:
     return None
 
 
-@cache
 def reading_schema() -> dict[str, Any]:
-    """The reading schema the functions share, (functions/ingest/, functions/readings/)."""
-    found = sorted(
-        FUNCTIONS_DIRECTORY.glob("**/reading_schema.json"), key=lambda p: "readings" not in p.parts
-    )
-    assert found, f"no reading_schema.json under {FUNCTIONS_DIRECTORY}"
-    schema: dict[str, Any] = json.loads(found[0].read_text())
+    """The reading schema the functions share (functions/readings)."""
+    schema: dict[str, Any] = readings.SCHEMA
     return schema
 
 
@@ -351,14 +343,6 @@ def _max_length(schema: dict[str, Any]) -> int:
     return min(widths)
 
 
-def _admits(validate: Callable[[Any], Any], document: Any) -> bool:
-    try:
-        validate(document)
-    except fastjsonschema.JsonSchemaValueException:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class Bounds:
     device_id: int
@@ -368,6 +352,8 @@ class Bounds:
     sequence_digits: int
     smallest: float
     """The smallest non-zero magnitude of a metric value the schema admits (by powers of ten)."""
+    finest: float
+    """The finest digit an admitted value can carry (by powers of ten): every sum is a multiple of it."""
     largest: float
     integer_digits: int
     """The most digits an integer metric value can have (integers keep their digits; floats have 17)."""
@@ -375,23 +361,29 @@ class Bounds:
 
 @cache
 def schema_bounds() -> Bounds:
-    """What the reading schema admits, found by asking it: names and strings by their patterns, metric values
-    by validating readings with values 10^k, sequences by their maximum."""
+    """What a reading may hold, found by asking the readings package that ingest and the consumers check
+    readings with (its schema, and the value rules the schema cannot state): names and strings by their
+    patterns, metric values by checking readings whose values are written as 10^k, sequences by their
+    maximum."""
     schema = reading_schema()
     properties = schema["properties"]
     metrics = properties["metrics"]
     (name_pattern,) = metrics["patternProperties"]
-    validate = fastjsonschema.compile(schema)
 
-    def admitted(value: float | int) -> bool:
-        reading = {"device_id": "d", "timestamp": "2026-11-23T17:04:05Z", "metrics": {"m": value}}
-        return _admits(validate, reading) and _admits(validate, {**reading, "metrics": {"m": -value}})
+    def admitted(value: str) -> bool:
+        """Whether a reading with metric value `value` (as written in JSON), and with its negation, passes."""
+        reading = '{{"device_id": "d", "timestamp": "2026-11-23T17:04:05Z", "metrics": {{"m": {}}}}}'
+        return not any(
+            readings.reading_problems(readings.parse_json(reading.format(sign + value)), "$")
+            for sign in ("", "-")
+        )
 
-    smallest = min((10.0**-k for k in range(0, 324) if admitted(10.0**-k)), default=1.0)
-    if admitted(5e-324):
+    smallest = min((10.0**-k for k in range(0, 324) if admitted(f"1e-{k}")), default=1.0)
+    if admitted("5e-324"):
         smallest = 5e-324
-    largest = max((10.0**k for k in range(0, 309) if admitted(10.0**k)), default=0.0)
-    largest_integer = max((10**k for k in range(0, 400) if admitted(10**k)), default=0)
+    finest = min((10.0**-k for k in range(1, 324) if admitted("1." + "0" * (k - 1) + "1")), default=1.0)
+    largest = max((10.0**k for k in range(0, 309) if admitted(f"1e{k}")), default=0.0)
+    largest_integer = max((10**k for k in range(0, 400) if admitted(str(10**k))), default=0)
     return Bounds(
         device_id=_max_length(properties["device_id"]),
         metric_names=int(metrics.get("maxProperties", 10_000)),
@@ -399,6 +391,7 @@ def schema_bounds() -> Bounds:
         firmware=_max_length(properties["firmware"]),
         sequence_digits=len(str(int(properties["sequence"].get("maximum", 10**400)))),
         smallest=smallest,
+        finest=min(smallest, finest),
         largest=largest,
         integer_digits=len(str(largest_integer)),
     )
@@ -494,15 +487,11 @@ def value_range_link(stack: Stack) -> Link:
 
 def sum_range_link(stack: Stack) -> Link:
     """Every per-minute sum the aggregates keep is a DynamoDB number. A sum of up to READINGS_PER_MINUTE
-    values is at most that many times the largest; a non-zero sum is at least the smallest value's last
-    significant digit (values carry 17 significant digits), and Python's decimal context (28 digits) bounds
-    its digits."""
+    values is at most that many times the largest; a non-zero sum is a multiple of the finest digit a value
+    can carry, so at least that; and Python's decimal context (28 digits) bounds its digits."""
     b = schema_bounds()
     largest = READINGS_PER_MINUTE * b.largest
-    # The last significant digit of the smallest value, as a power of ten (a float would underflow).
-    smallest_exponent = (
-        math.floor(math.log10(b.smallest)) - (FLOAT_DIGITS - 1) if b.smallest > 0 else -math.inf
-    )
+    smallest_exponent = math.floor(math.log10(b.finest)) if b.finest > 0 else -math.inf
     return Link(
         "per-minute sums in DynamoDB",
         DYNAMODB_NUMBERS,

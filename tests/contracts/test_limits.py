@@ -42,10 +42,6 @@ def test_the_mappings_maximum_record_age_fits_within_the_streams_retention(stack
     assert_holds(stack, limits.retention_link(stack))
 
 
-def test_the_stream_takes_the_records_of_the_stage_rate_of_full_batches(stack: dict[str, Any]) -> None:
-    assert_holds(stack, limits.stream_records_link(stack))
-
-
 def test_a_stream_record_fits_the_readings_packed_into_it(stack: dict[str, Any]) -> None:
     assert_holds(stack, limits.record_size_link(stack))
 

@@ -27,6 +27,11 @@ import boto3
 from tools.local.emulator import CREDENTIALS
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
+# The functions run here as in their zips: handler.py beside the shared readings package.
+if str(FUNCTIONS_DIR) not in sys.path:
+    sys.path.insert(0, str(FUNCTIONS_DIR))
+from readings import unpack  # noqa: E402
+
 # Settings of this process, not of the deployed functions: no X-Ray daemon or metrics agent listens here.
 LOCAL_RUN_ENVIRON = {
     "POWERTOOLS_TRACE_DISABLED": "true",
@@ -175,9 +180,6 @@ def _load(aws: boto3.Session, name: str, function_name: str) -> Handler:
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS_DIR / name / "handler.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    # The shared readings package sits beside handler.py in each zip; here it is in functions/.
-    if str(FUNCTIONS_DIR) not in sys.path:
-        sys.path.insert(0, str(FUNCTIONS_DIR))
     # Handlers parse their environment and create their clients at import. No __pycache__ in functions/:
     # each directory is zipped, and hashed, as it is. Dataclasses look their module up while it loads.
     writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
@@ -211,13 +213,18 @@ def _stream_records(
         for shard in shards
     }
     records: dict[str, list[dict[str, Any]]] = {shard: [] for shard in shards}
+    found = 0
     deadline = time.monotonic() + STREAM_WAIT_SECONDS
     while True:
         for shard, iterator in iterators.items():
             response = kinesis.get_records(ShardIterator=iterator)
-            records[shard] += [r for r in response["Records"] if r["PartitionKey"].startswith(run)]
+            for record in response["Records"]:
+                # A record packs several readings (functions/readings); this run's devices are named for it.
+                ours = [r for r in unpack(record["Data"]).readings if r.device_id.startswith(run)]
+                if ours:
+                    records[shard].append(record)
+                    found += len(ours)
             iterators[shard] = response["NextShardIterator"]
-        found = sum(map(len, records.values()))
         if found >= expected:
             return records
         if time.monotonic() > deadline:
