@@ -26,8 +26,10 @@ from iot_constructs.kms import EncryptionKey
 from iot_constructs.network import Client, Network, connect
 
 POSTGRES_PORT = 5432
-# An engine version both RDS and Aurora PostgreSQL offer, and that lets Aurora Serverless v2 scale to zero.
-POSTGRES_VERSION = "16.4"
+# The major version only: AWS applies minor upgrades automatically (auto_minor_version_upgrade), and the
+# provider reads a newer 16.x as this, so plans never try to downgrade it. AWS picks 16's default minor,
+# which lets Aurora Serverless v2 scale to zero (16.3 and later).
+POSTGRES_VERSION = "16"
 DATABASE_NAME = "iot"
 DATABASE_ADMIN = "iot_admin"
 # rds.force_ssl refuses unencrypted connections; the rest logs what an operator needs after an incident
