@@ -84,3 +84,10 @@ destroy: setup
 ## cdktf.out/stacks/<stack>/: plan.tfplan, plan.json and plan.md, the summary for reviewers.
 plan: setup
 	$(PIPENV) run python -m tools.local plan $(ENV)
+
+## Create the S3 bucket ENV's Terraform state lives in (once per account), or check and repair it: versioned,
+## encrypted with its own KMS key, TLS-only, public access blocked, old versions expired; print the backend
+## settings. Re-running changes nothing. ENV=local works on the emulator at LOCAL_AWS_ENDPOINT.
+.PHONY: bootstrap
+bootstrap: .venv/.synced
+	$(PIPENV) run python -m tools.bootstrap $(ENV)
