@@ -460,6 +460,7 @@ def _with_overrides(config: EnvironmentConfig, environ: Mapping[str, str]) -> En
         config.backend,
         bucket=environ.get("TF_STATE_BUCKET") or config.backend.bucket,
         region=environ.get("TF_STATE_REGION") or config.backend.region,
+        kms_key_id=environ.get("TF_STATE_KMS_KEY_ID") or config.backend.kms_key_id,
     )
     emulator = config.emulator_endpoint and (environ.get("LOCAL_AWS_ENDPOINT") or config.emulator_endpoint)
     worker = replace(

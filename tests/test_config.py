@@ -70,9 +70,17 @@ def test_short_lived_environments_are_destroyable_and_sized_like_dev() -> None:
     assert not environment("staging", {}).destroyable
 
 
-def test_state_location_comes_from_the_environment_variables_when_set() -> None:
-    config = environment("prod", {"TF_STATE_BUCKET": "acme-state", "TF_STATE_REGION": "eu-west-1"})
-    assert (config.backend.bucket, config.backend.region) == ("acme-state", "eu-west-1")
+def test_state_location_and_key_come_from_the_environment_variables_when_set() -> None:
+    key = "arn:aws:kms:eu-west-1:444455556666:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    environ = {"TF_STATE_BUCKET": "acme-state", "TF_STATE_REGION": "eu-west-1", "TF_STATE_KMS_KEY_ID": key}
+    backend = environment("prod", environ).backend
+    assert (backend.bucket, backend.region, backend.kms_key_id) == ("acme-state", "eu-west-1", key)
+    assert environment("prod", {}).backend.kms_key_id is None
+
+
+def test_a_deployment_runs_the_worker_image_it_built() -> None:
+    assert environment("dev", {"WORKER_IMAGE_TAG": "3f2c1ab"}).processing.worker.image_tag == "3f2c1ab"
+    assert environment("dev", {}).processing.worker.image_tag == "0.1.0"
 
 
 def test_only_the_local_environment_has_an_emulator_and_its_address_can_be_moved() -> None:

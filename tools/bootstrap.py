@@ -300,14 +300,11 @@ def report(config: EnvironmentConfig, bootstrapped: Bootstrapped) -> str:
         f"The S3 backend settings of {config.stack_name}:",
         *(f"  {name:<12} = {json.dumps(value)}" for name, value in settings.items()),
         "",
-        "stacks/config.py takes the bucket and region from these, when set:",
-        f"  export TF_STATE_BUCKET={backend.bucket} TF_STATE_REGION={backend.region}",
+        "stacks/config.py takes them from these, when set (without the key, Terraform writes the state",
+        "with SSE-S3, not with it):",
+        f"  export TF_STATE_BUCKET={backend.bucket} TF_STATE_REGION={backend.region} "
+        f"TF_STATE_KMS_KEY_ID={bootstrapped.key_arn}",
     ]
-    if backend.kms_key_id != bootstrapped.key_arn:
-        lines.append(
-            "and kms_key_id from StateBackend.kms_key_id only: until that is the key's ARN, Terraform writes "
-            "the state with SSE-S3 (encrypt = true), not with this key."
-        )
     return "\n".join(lines)
 
 
