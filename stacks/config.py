@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from iot_constructs.alert_topic import AlertSettings, Subscription
 from iot_constructs.api import ApiSettings
 from iot_constructs.cache import CacheSettings
 from iot_constructs.data import DataSettings
@@ -92,6 +93,7 @@ class EnvironmentConfig:
     processing: ProcessingSettings
     data: DataSettings
     alarms: AlarmThresholds
+    alerts: AlertSettings
     keys: KeySettings
     log_retention_days: int
     # Destroyable environments carry no deletion protection and skip final snapshots.
@@ -102,6 +104,13 @@ class EnvironmentConfig:
     deploy_role_arn: str | None = None
     """A role in `account_id` the provider assumes to plan and apply. Default: the caller's credentials (as
     in the workflows, whose OIDC role is the environment's deploy role)."""
+
+    def __post_init__(self) -> None:
+        if not self.destroyable and not self.alerts.subscriptions:
+            raise ConfigError(
+                f"environment {self.name!r} has no alert subscriptions: its alarms would reach no one; "
+                "add an email, https or sms Subscription to its AlertSettings in stacks/config.py"
+            )
 
     @property
     def stack_name(self) -> str:
@@ -184,6 +193,9 @@ def _data(database: DatabaseSettings, cache: CacheSettings | None, backups: bool
     )
 
 
+# Where the alerts of protected environments go (a placeholder address: replace it with your on-call's).
+_ONCALL = AlertSettings(subscriptions=(Subscription("email", "iot-platform-oncall@example.com"),))
+
 _DEV = EnvironmentConfig(
     name="dev",
     account_id=DEV_ACCOUNT,
@@ -235,6 +247,7 @@ _DEV = EnvironmentConfig(
         ecs_memory_percent=90,
         silent_stream_minutes=None,  # dev is often quiet
     ),
+    alerts=AlertSettings(),
     keys=KeySettings(deletion_window_days=7),
     log_retention_days=30,
     destroyable=True,
@@ -288,6 +301,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             ),
         ),
         alarms=replace(_DEV.alarms, api_5xx_percent=2, iterator_age_ms=10_000),
+        alerts=_ONCALL,
         keys=KeySettings(deletion_window_days=30),
         log_retention_days=90,
         destroyable=False,
@@ -357,6 +371,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             ecs_memory_percent=80,
             silent_stream_minutes=10,
         ),
+        alerts=_ONCALL,
         keys=KeySettings(deletion_window_days=30),
         log_retention_days=365,
         destroyable=False,

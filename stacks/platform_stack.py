@@ -77,7 +77,7 @@ class PlatformStack(TerraformStack):
             self, config.ingestion, context=context, network=network, keys=keys, readings=data.readings
         )
         # In the stream's scope, where the topic was first defined, so that its Terraform address stays.
-        alerts = AlertTopic(ingestion.stream, context=context, key=keys.alerts)
+        alerts = AlertTopic(ingestion.stream, config.alerts, context=context, key=keys.alerts)
         processing = Processing(
             self,
             config.processing,

@@ -136,3 +136,27 @@ def test_the_alarms_firing_widget_shows_every_alarm_in_alarm(stack: dict[str, An
         assert f"aws_cloudwatch_metric_alarm.{name}.arn" in widget, name
     assert '"states" = ["ALARM"]' in widget
     assert '"title" = "Alarms firing"' in widget
+
+
+@pytest.mark.parametrize("name", ["staging", "prod"])
+def test_a_protected_environments_alerts_reach_its_subscribers(synth: Synth, name: str) -> None:
+    stack = synth.stacks[f"{PROJECT}-{name}"]
+    (topic,) = resources(stack, "aws_sns_topic")
+    subscriptions = resources(stack, "aws_sns_topic_subscription").values()
+    expected = environment(name, {}).alerts.subscriptions
+    assert [(s["protocol"], s["endpoint"]) for s in subscriptions] == [
+        (e.protocol, e.endpoint) for e in expected
+    ]
+    assert all(s["topic_arn"] == f"${{aws_sns_topic.{topic}.arn}}" for s in subscriptions)
+
+
+def test_a_protected_environment_without_alert_subscriptions_is_refused_by_name() -> None:
+    from dataclasses import replace
+
+    from iot_constructs.alert_topic import AlertSettings, Subscription
+    from stacks.config import ConfigError
+
+    with pytest.raises(ConfigError, match="environment 'prod' has no alert subscriptions"):
+        replace(environment("prod", {}), alerts=AlertSettings())
+    with pytest.raises(ValueError, match="'oncall' is not an email endpoint"):
+        Subscription("email", "oncall")
