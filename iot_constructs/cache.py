@@ -63,7 +63,10 @@ class Cache(Construct):
         network: Network,
         key: EncryptionKey,
         token_rotator: Function,
+        protected: bool,
     ) -> None:
+        """Unless `protected`, the AUTH token's secret is deleted at once on destroy, so that an environment
+        of the same name can be created again right away (a short-lived one, say)."""
         super().__init__(scope, id)
         naming = context.naming
         group_id = naming.name("redis")
@@ -86,6 +89,7 @@ class Cache(Construct):
             name=f"{naming.project}/{naming.suffix}/redis-auth-token",
             description=f"AUTH token of {group_id}",
             kms_key_id=key.key_arn,
+            recovery_window_in_days=None if protected else 0,
         )
         SecretsmanagerSecretVersion(
             self,

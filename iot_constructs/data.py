@@ -93,4 +93,5 @@ class Data:
                 network=network,
                 key=key,
                 token_rotator=rotator,
+                protected=protected,
             )
