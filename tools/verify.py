@@ -38,7 +38,7 @@ from stacks.config import (
     short_lived_environment,
 )
 from tools.local.emulator import CREDENTIALS
-from tools.local.round_trip import load_outputs
+from tools.local.round_trip import iso, load_outputs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 API_WAIT_SECONDS = 60.0
@@ -142,7 +142,7 @@ def api_round_trip(
     base = invoke_url.rstrip("/")
     device_id = f"verify-{uuid.uuid4().hex[:12]}"
     now = datetime.now(UTC)
-    timestamps = [_iso(now - timedelta(seconds=seconds)) for seconds in (2, 1)]
+    timestamps = [iso(now - timedelta(seconds=seconds)) for seconds in (2, 1)]
     readings = [
         {
             "device_id": device_id,
@@ -157,7 +157,7 @@ def api_round_trip(
     )
     if status != 202:
         return failed(f"POST /readings answered {status}, not 202: {body[:300]}")
-    query = urllib.parse.urlencode({"from": _iso(now - timedelta(seconds=10))})
+    query = urllib.parse.urlencode({"from": iso(now - timedelta(seconds=10))})
     url = f"{base}/devices/{device_id}/readings?{query}"
     deadline = time.monotonic() + wait_seconds
     found: set[str] = set()
@@ -335,11 +335,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     results = run(target)
     print(report(results))
     return 1 if any(result.status == "failed" for result in results.values()) else 0
-
-
-def _iso(moment: datetime) -> str:
-    """A timestamp as the API stores and returns it: milliseconds, Z."""
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 if __name__ == "__main__":
