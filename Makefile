@@ -91,3 +91,10 @@ plan: setup
 .PHONY: bootstrap
 bootstrap: .venv/.synced
 	$(PIPENV) run python -m tools.bootstrap $(ENV)
+
+## Smoke-test a deployed environment from outputs/<ENV>.json and the caller's AWS credentials: the API
+## (a signed POST of two readings, read back within 60 s), the stream mapping, the worker, the alert topic's
+## subscriptions. One line per check; fails if any check fails. ENV=local: what the emulator allows.
+.PHONY: verify
+verify: .venv/.synced
+	$(PIPENV) run python -m tools.verify $(ENV)

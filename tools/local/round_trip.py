@@ -122,7 +122,7 @@ def round_trip(
         sent: list[dict[str, Any]] = [
             {
                 "device_id": f"{run}-{device}",
-                "timestamp": _iso(started + timedelta(seconds=second, milliseconds=device)),
+                "timestamp": iso(started + timedelta(seconds=second, milliseconds=device)),
                 "metrics": {"temperature": 20 + second / 2, "humidity": 40 + device},
                 "sequence": second,
             }
@@ -268,7 +268,7 @@ def _items(dynamodb: Any, table: str, device_id: str) -> list[dict[str, Any]]:
 def _query(query: Handler, device_id: str, since: datetime) -> list[dict[str, Any]]:
     """Every reading of the device since `since`, page by page, as a client of the API would get them."""
     readings: list[dict[str, Any]] = []
-    parameters = {"from": _iso(since), "limit": "7"}  # a small page, so that paging is exercised
+    parameters = {"from": iso(since), "limit": "7"}  # a small page, so that paging is exercised
     while True:
         response = query.invoke(
             _api_event(
@@ -365,7 +365,8 @@ def _environment(variables: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
+    """`moment` as the API takes timestamps: ISO 8601 in UTC, to the millisecond."""
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
