@@ -282,12 +282,11 @@ def integration_timeout_link(stack: Stack) -> Link:
     )
 
 
-def readings_per_record(stack: Stack) -> tuple[int, str]:
-    """How many readings ingest packs into one record: a setting naming readings per record, else one."""
-    for name, value in ingest_settings(stack).items():
-        if "READINGS_PER_RECORD" in name and value.isdigit():
-            return int(value), f"{name} = {value}"
-    return 1, "one reading per record (no READINGS_PER_RECORD setting)"
+def readings_per_record() -> tuple[int, str]:
+    """How many of the largest readings ingest packs into one record (functions/readings packs records of at
+    most MAX_RECORD_BYTES; a reading larger than that goes alone)."""
+    per_record = max(1, readings.MAX_RECORD_BYTES // largest_reading_bytes())
+    return per_record, f"{per_record} of the largest readings per record of {readings.MAX_RECORD_BYTES} bytes"
 
 
 def stream_capacity(stack: Stack) -> tuple[int, int, str]:
@@ -304,7 +303,7 @@ def stream_records_link(stack: Stack) -> Link:
     ceil(MAX_BATCH_SIZE / readings per record) records/s."""
     rate, _ = stage_throttle(stack)
     batch = int(ingest_settings(stack)["MAX_BATCH_SIZE"])
-    per_record, packing = readings_per_record(stack)
+    per_record, packing = readings_per_record()
     records = rate * math.ceil(batch / per_record)
     capacity, _, stream = stream_capacity(stack)
     return Link(
@@ -449,12 +448,11 @@ def item_size_link(stack: Stack) -> Link:
     )
 
 
-def record_size_link(stack: Stack) -> Link:
-    """A stream record (the readings packed into it, as canonical JSON) fits Kinesis's record size."""
+def largest_reading_bytes() -> int:
+    """The longest canonical JSON of a reading the schema admits."""
     b = schema_bounds()
-    per_record, packing = readings_per_record(stack)
     value = len(repr(-1.2345678901234567e-300))
-    reading = (
+    return (
         len('{"device_id":"","firmware":"","metrics":{},"sequence":,"timestamp":""}')
         + b.device_id
         + b.firmware
@@ -462,11 +460,18 @@ def record_size_link(stack: Stack) -> Link:
         + len(CANONICAL_TIMESTAMP)
         + b.metric_names * (b.metric_name + value + 4)
     )
+
+
+def record_size_link(stack: Stack) -> Link:
+    """A stream record (the readings packed into it, as canonical JSON) fits Kinesis's record size."""
+    reading = largest_reading_bytes()
+    record = max(readings.MAX_RECORD_BYTES, reading)
     return Link(
         "stream record size",
         f"Kinesis takes records up to {KINESIS_MAX_RECORD} bytes",
-        f"{packing}, a reading is at most {reading} bytes",
-        per_record * reading <= KINESIS_MAX_RECORD,
+        f"records of at most {readings.MAX_RECORD_BYTES} bytes, or one reading of at most {reading} bytes "
+        f"= {record} bytes",
+        record <= KINESIS_MAX_RECORD,
     )
 
 
