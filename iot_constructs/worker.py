@@ -38,7 +38,7 @@ from constructs import Construct
 
 from iot_constructs.context import Context, Metric, export
 from iot_constructs.file_system import FileSystem
-from iot_constructs.iam import allow, grant, service_role
+from iot_constructs.iam import ServiceRole, allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.network import Network
 from iot_constructs.stream import Stream
@@ -117,26 +117,7 @@ class WorkerService(Construct):
         )
         repository = self._repository(name, key)
         log_group = context.log_group(self, "log-group", f"/{naming.project}/{naming.suffix}/worker")
-        execution_role = service_role(
-            self,
-            "execution-role",
-            name=naming.name("worker-execution"),
-            service="ecs-tasks.amazonaws.com",
-            account=context.account,
-        )
-        secret_arns = list(dict.fromkeys(secret.secret_arn for secret in secrets.values()))
-        secret_keys = {secret.key.key_arn: secret.key for secret in secrets.values()}.values()
-        grant(
-            self,
-            execution_role,
-            "start-tasks",
-            allow(["ecr:GetAuthorizationToken"], ["*"]),
-            allow(ECR_PULL_ACTIONS, [repository.arn]),
-            allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group.arn}:log-stream:*"]),
-            # A statement needs resources: none when the task gets no secrets (the local environment).
-            *([allow(["secretsmanager:GetSecretValue"], secret_arns)] if secret_arns else []),
-            *(secret_key.grant_decrypt() for secret_key in secret_keys),
-        )
+        execution_role = self._execution_role(context, repository, log_group, secrets)
         self.task_role: IamRole = service_role(
             self,
             "task-role",
@@ -221,6 +202,36 @@ class WorkerService(Construct):
                 },
             },
         }
+
+    def _execution_role(
+        self,
+        context: Context,
+        repository: EcrRepository,
+        log_group: CloudwatchLogGroup,
+        secrets: Mapping[str, SecretValue],
+    ) -> ServiceRole:
+        """The role ECS starts tasks with: pulls the image, writes the log group, reads the secrets."""
+        role = service_role(
+            self,
+            "execution-role",
+            name=context.naming.name("worker-execution"),
+            service="ecs-tasks.amazonaws.com",
+            account=context.account,
+        )
+        secret_arns = list(dict.fromkeys(secret.secret_arn for secret in secrets.values()))
+        secret_keys = {secret.key.key_arn: secret.key for secret in secrets.values()}.values()
+        grant(
+            self,
+            role,
+            "start-tasks",
+            allow(["ecr:GetAuthorizationToken"], ["*"]),
+            allow(ECR_PULL_ACTIONS, [repository.arn]),
+            allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group.arn}:log-stream:*"]),
+            # A statement needs resources: none when the task gets no secrets (the local environment).
+            *([allow(["secretsmanager:GetSecretValue"], secret_arns)] if secret_arns else []),
+            *(secret_key.grant_decrypt() for secret_key in secret_keys),
+        )
+        return role
 
     def _repository(self, name: str, key: EncryptionKey) -> EcrRepository:
         repository = EcrRepository(
