@@ -5,15 +5,18 @@ PIPENV_VERSION := 2026.10.3
 export PIPENV_VENV_IN_PROJECT := 1
 export PIPENV_NOSPIN := 1
 export PIPENV_VERBOSITY := -1
+# The cdktf CLI and Terraform: no calls to HashiCorp's checkpoint service, and no daily `npm view` of
+# cdktf-cli's latest version.
 export CHECKPOINT_DISABLE := 1
+export DISABLE_VERSION_CHECK := 1
 
 PYTHON := python3.11
 PIPENV := $(PYTHON) -m pipenv
 CHECKOV_VENV := .cache/checkov-venv
-# The tests run on pytest-xdist workers, each given whole files (so that a file's costly fixture is built
-# once), in collection order: tests/conftest.py puts the slowest files first, the local end to end first of
-# all, so that it runs beside the rest. Four workers on two CPUs: much of the end to end waits on moto.
-PYTEST := $(PIPENV) run pytest -n 4 --dist loadfile --no-loadscope-reorder
+# The tests run on one pytest-xdist worker per CPU, each given whole files (so that a file's costly fixture
+# is built once), in collection order: tests/conftest.py puts the slowest files first, the local end to
+# end first of all, so that it runs beside the rest. More workers than CPUs only slows the end to end.
+PYTEST := $(PIPENV) run pytest -n auto --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup synth test test-fast snapshots bench
 
