@@ -202,8 +202,8 @@ class _EndpointSession:
 
 
 class _FakeApi(BaseHTTPRequestHandler):
-    """Records every request; answers POST /v1/readings with 202 and, when `store` is set, GET with the
-    readings posted so far, else with none."""
+    """Records every request below the stage (/stage, as the invoke URL ends); answers POST /v1/readings
+    with 202 and, when `store` is set, GET with the readings posted so far, else with none."""
 
     requests: ClassVar[list[dict[str, Any]]] = []
     stored: ClassVar[list[dict[str, Any]]] = []
@@ -219,7 +219,7 @@ class _FakeApi(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record(b"")
-        device_id = self.path.split("/")[3]
+        device_id = self.path.removeprefix("/stage").split("/")[3]
         readings = [
             {key: value for key, value in reading.items() if key != "device_id"}
             for reading in self.stored
@@ -231,7 +231,7 @@ class _FakeApi(BaseHTTPRequestHandler):
         type(self).requests.append(
             {
                 "method": self.command,
-                "path": self.path,
+                "path": self.path.removeprefix("/stage"),
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body,
             }
@@ -255,7 +255,7 @@ def fake_api() -> Iterator[tuple[str, type[_FakeApi]]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", handler
+    yield f"http://127.0.0.1:{server.server_address[1]}/stage", handler
     server.shutdown()
     server.server_close()
 

@@ -137,9 +137,10 @@ def api_round_trip(
     wait_seconds: float,
     poll_seconds: float,
 ) -> Result:
-    """POST two readings of a new device to <invoke_url>/readings, then GET <invoke_url>/devices/<id>/readings
-    every `poll_seconds` until both come back, for at most `wait_seconds`."""
-    base = invoke_url.rstrip("/")
+    """POST two readings of a new device to /v1/readings, then GET /v1/devices/<id>/readings every
+    `poll_seconds` until both come back, for at most `wait_seconds`. The paths are the API's resources, below
+    the stage's invoke URL (which ends in the stage's name, v1)."""
+    base = invoke_url.rstrip("/") + "/v1"
     device_id = f"verify-{uuid.uuid4().hex[:12]}"
     now = datetime.now(UTC)
     timestamps = [iso(now - timedelta(seconds=seconds)) for seconds in (2, 1)]
