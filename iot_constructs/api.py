@@ -9,7 +9,12 @@ from typing import Any
 from cdktf import Fn, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.api_gateway_account import ApiGatewayAccount
 from cdktf_cdktf_provider_aws.api_gateway_api_key import ApiGatewayApiKey
+from cdktf_cdktf_provider_aws.api_gateway_base_path_mapping import ApiGatewayBasePathMapping
 from cdktf_cdktf_provider_aws.api_gateway_deployment import ApiGatewayDeployment
+from cdktf_cdktf_provider_aws.api_gateway_domain_name import (
+    ApiGatewayDomainName,
+    ApiGatewayDomainNameEndpointConfiguration,
+)
 from cdktf_cdktf_provider_aws.api_gateway_gateway_response import ApiGatewayGatewayResponse
 from cdktf_cdktf_provider_aws.api_gateway_integration import ApiGatewayIntegration
 from cdktf_cdktf_provider_aws.api_gateway_method import ApiGatewayMethod
@@ -101,6 +106,16 @@ def readings_request_schema(reading_schema: Path) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class CustomDomain:
+    """A host name of your own for the API."""
+
+    name: str
+    """For example api.example.com; point its DNS at the stack output `api_domain_target`."""
+    certificate_arn: str
+    """An ACM certificate for `name`, in the stack's region."""
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     """Throttling of the whole stage and per client (API key), execution logging, and the WAF."""
 
@@ -117,6 +132,9 @@ class ApiSettings:
     """Execution logging: "OFF", "ERROR" or "INFO"; request and response bodies are never logged."""
     manage_account_logging_role: bool = True
     """Create the account-wide role API Gateway logs with. One stack per account and region does."""
+    custom_domain: CustomDomain | None = None
+    """Serve the API on this domain with the TLS 1.2 security policy, and turn the default execute-api
+    endpoint off: it accepts TLS 1.0, and its policy cannot be changed. Default: the execute-api endpoint."""
     firewall: bool = False
     """A WAF in front of the stage: AWS's managed rules, and a per-IP rate that admits one client at its
     usage plan rate (`client_rate`). Default: none."""
@@ -160,6 +178,7 @@ class Api(Construct):
             name=naming.name("api"),
             description=f"Sensor readings API of {naming.project}-{naming.suffix}",
             endpoint_configuration=ApiGatewayRestApiEndpointConfiguration(types=["REGIONAL"]),
+            disable_execute_api_endpoint=True if settings.custom_domain else None,
             lifecycle=TerraformResourceLifecycle(create_before_destroy=True),
         )
         self.rest_api_id: str = api.id
@@ -185,10 +204,37 @@ class Api(Construct):
             self._firewall(stage.arn, settings.client_rate * WAF_RATE_WINDOW_SECONDS)
         self.stage_name: str = stage.stage_name
         self.api_name: str = api.name
-        export(
-            scope, "api_invoke_url", stage.invoke_url, "Base URL of the readings API (SigV4 and an API key)"
+        invoke_url = (
+            self._custom_domain(settings.custom_domain) if settings.custom_domain else stage.invoke_url
         )
+        export(scope, "api_invoke_url", invoke_url, "Base URL of the readings API (SigV4 and an API key)")
         export(scope, "api_key_id", key_id, "Id of the default client's API key (the value stays in AWS)")
+
+    def _custom_domain(self, domain: CustomDomain) -> str:
+        """The domain, serving the stage with TLS 1.2 or later; returns the API's base URL on it."""
+        name = ApiGatewayDomainName(
+            self,
+            "domain",
+            domain_name=domain.name,
+            regional_certificate_arn=domain.certificate_arn,
+            endpoint_configuration=ApiGatewayDomainNameEndpointConfiguration(types=["REGIONAL"]),
+            security_policy="TLS_1_2",
+        )
+        ApiGatewayBasePathMapping(
+            self,
+            "domain-mapping",
+            api_id=self.rest_api_id,
+            stage_name=self.stage_name,
+            domain_name=name.domain_name,
+            base_path=STAGE,
+        )
+        export(
+            self,
+            "api_domain_target",
+            name.regional_domain_name,
+            f"Point {domain.name} (a CNAME or alias record) at this",
+        )
+        return f"https://{domain.name}/{STAGE}"
 
     def _routes(
         self, api: ApiGatewayRestApi, request_schema: dict[str, Any], ingest: Function, query: Function
