@@ -133,6 +133,7 @@ class Function(Construct):
         self.function_arn: str = function.arn
         self.invoke_arn: str = function.invoke_arn
         self.timeout_seconds = settings.timeout_seconds
+        self._namespace = naming.project
 
     @property
     def grant_principal(self) -> IamRole:
@@ -140,3 +141,8 @@ class Function(Construct):
 
     def metric(self, name: str, statistic: str = "Sum") -> Metric:
         return Metric("AWS/Lambda", name, {"FunctionName": self.function_name}, statistic)
+
+    def metric_published(self, name: str) -> Metric:
+        """A metric the function's code publishes with Powertools: in the project's namespace, with the
+        function's service name (POWERTOOLS_SERVICE_NAME) as its dimension."""
+        return Metric(self._namespace, name, {"service": self.node.id})

@@ -74,6 +74,7 @@ class Watched:
 
     api: Api
     stream: Stream
+    processor: Function
     functions: Sequence[Function]
     tables: Sequence[Table]
     database: Database
@@ -257,6 +258,16 @@ def _api_signals(api: Api, t: AlarmThresholds) -> list[Signal]:
 def _stream_signals(watched: Watched, t: AlarmThresholds) -> list[Signal]:
     stream = watched.stream
     signals = [
+        Signal(
+            "processor-unstored-readings",
+            "AWS refused readings after the processor's retries: their records go to the dead-letter queue",
+            "GreaterThanThreshold",
+            0,
+            "notBreaching",
+            watched.processor.metric_published("UnstoredReadings"),
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+        ),
         Signal(
             "stream-iterator-age",
             f"The processor lags more than {t.iterator_age_ms} ms behind the stream, or reads nothing",

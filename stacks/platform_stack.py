@@ -91,6 +91,7 @@ class PlatformStack(TerraformStack):
         watched = Watched(
             api=ingestion.api,
             stream=ingestion.stream,
+            processor=processing.processor,
             functions=[
                 ingestion.ingest,
                 processing.processor,

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from stacks.config import PROJECT, environment
+from stacks.config import FUNCTIONS_DIR, PROJECT, environment
 from tests.conftest import Synth
 from tests.synth_json import one, reference_target, resources
 
@@ -46,6 +46,7 @@ def test_each_signal_has_its_alarm_with_the_configured_threshold(synth: Synth, n
         "api-p99-latency": ({"Latency"}, t.api_p99_latency_ms),
         "stream-iterator-age": ({"GetRecords.IteratorAgeMilliseconds"}, t.iterator_age_ms),
         "stream-write-throttled": ({"WriteProvisionedThroughputExceeded"}, 0),
+        "processor-unstored-readings": ({"UnstoredReadings"}, 0),
         "database-cpu": ({"CPUUtilization"}, t.database_cpu_percent),
         "database-connections": ({"DatabaseConnections"}, t.database_connections),
         "readings-table-throttled": ({"ReadThrottleEvents", "WriteThrottleEvents"}, 0),
@@ -160,3 +161,19 @@ def test_a_protected_environment_without_alert_subscriptions_is_refused_by_name(
         replace(environment("prod", {}), alerts=AlertSettings())
     with pytest.raises(ValueError, match="'oncall' is not an email endpoint"):
         Subscription("email", "oncall")
+
+
+def test_the_unstored_readings_alarm_watches_what_the_processor_publishes(stack: dict[str, Any]) -> None:
+    """The processor's Powertools metrics: its POWERTOOLS_METRICS_NAMESPACE, its service as the dimension."""
+    environment_name = stack["provider"]["aws"][0]["default_tags"][0]["tags"]["environment"]
+    processor = one(stack, "aws_lambda_function", function_name=f"{PROJECT}-processor-{environment_name}")
+    variables = processor["environment"]["variables"]
+    (alarm,) = [
+        a
+        for a in resources(stack, "aws_cloudwatch_metric_alarm").values()
+        if a.get("metric_name") == "UnstoredReadings"
+    ]
+    assert alarm["namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]
+    assert alarm["dimensions"] == {"service": variables["POWERTOOLS_SERVICE_NAME"]}
+    processor_code = (FUNCTIONS_DIR / "processor" / "handler.py").read_text()
+    assert 'add_metric(name="UnstoredReadings"' in processor_code
