@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 import fast_synth
 from fast_synth.build import KERNEL_PRELUDE
 from fast_synth.postponed import PostponedAnnotationsFinder, PostponedAnnotationsLoader
@@ -225,3 +227,11 @@ def test_the_local_tooling_enables_fast_synth_before_it_loads_the_kernel() -> No
     require(reason is None, f"fast synth is unavailable: {reason}")
     completed = run_python_with_fast_synth("-m", "tools.local", "--help")
     assert "fast synth is off" not in completed.stderr, completed.stderr
+
+
+@pytest.mark.parametrize("module", ["stacks.platform_stack", "stacks.app", "iot_constructs.api"])
+def test_every_entry_into_the_platform_turns_fast_synth_on_before_the_bindings_load(module: str) -> None:
+    reason = fast_synth.unavailable_reason()
+    require(reason is None, f"fast synth is unavailable: {reason}")
+    result = run_python_with_fast_synth("-c", f"import {module}, fast_synth; print(fast_synth.active())")
+    assert result.stdout.strip() == "True", result.stderr
