@@ -39,6 +39,16 @@ CREATE TABLE counted_readings (
 );
 CREATE INDEX counted_readings_by_age ON counted_readings (counted_at);
 
+-- The worker's archive on EFS: one file per committed batch of newly counted readings (stream_worker.archive).
+-- A batch's file is written as pending before its transaction commits and published after; a pending file
+-- whose batch never committed is deleted, so every counted reading is in exactly one published file.
+CREATE SEQUENCE archive_batch_ids;
+CREATE TABLE archive_batches (
+    batch_id     bigint      PRIMARY KEY,
+    readings     integer     NOT NULL CHECK (readings > 0),
+    committed_at timestamptz NOT NULL DEFAULT now()
+);
+
 -- The application users: the worker writes, the query function reads. On RDS they log in with IAM auth
 -- tokens (the rds_iam role); elsewhere (the tests' PostgreSQL) that role does not exist. Roles belong to the
 -- server, not the database, so they may exist already (another database on the same server).
@@ -58,4 +68,6 @@ $$;
 GRANT USAGE ON SCHEMA public TO iot_worker, iot_reader;
 GRANT SELECT, INSERT, UPDATE ON devices, hourly_rollups TO iot_worker;
 GRANT SELECT, INSERT, DELETE ON counted_readings TO iot_worker;
+GRANT SELECT, INSERT ON archive_batches TO iot_worker;
+GRANT USAGE ON SEQUENCE archive_batch_ids TO iot_worker;
 GRANT SELECT ON hourly_rollups TO iot_reader;
