@@ -1,5 +1,6 @@
 """The Kinesis stream every reading goes through."""
 
+import math
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -25,7 +26,43 @@ SHARD_LEVEL_METRICS = (
     "WriteProvisionedThroughputExceeded",
 )
 
+# What a shard takes in a second, whichever comes first; partition keys count towards the bytes.
+SHARD_RECORDS_PER_SECOND = 1_000
+SHARD_BYTES_PER_SECOND = 1_048_576
+# Ingest packs the readings of a request into records of at most MAX_RECORD_BYTES, each with a partition
+# key of PARTITION_KEY_LENGTH characters (functions/readings). A typical reading (a device id, a timestamp,
+# three metrics, a sequence number and a firmware version) takes about PACKED_READING_BYTES in a record.
+# tests/test_streaming.py checks all three against the readings package.
+MAX_RECORD_BYTES = 25_000
+PARTITION_KEY_LENGTH = 16
+PACKED_READING_BYTES = 180
+
 StreamMode = Literal["on-demand", "provisioned"]
+
+
+@dataclass(frozen=True)
+class TargetLoad:
+    """The write load a provisioned stream is sized for."""
+
+    devices: int
+    readings_per_device_per_second: float
+    readings_per_request: int
+    """Readings per POST: devices behind a gateway arrive batched, and ingest packs a request's readings
+    into records together."""
+    headroom: float
+    """Capacity over the target load, for bursts and growth: 3 provisions three times the target."""
+
+    @property
+    def readings_per_second(self) -> float:
+        return self.devices * self.readings_per_device_per_second
+
+    def shards(self) -> int:
+        """The shards that take the target load times the headroom, by records and by bytes."""
+        records_per_request = math.ceil(self.readings_per_request * PACKED_READING_BYTES / MAX_RECORD_BYTES)
+        records = self.readings_per_second / self.readings_per_request * records_per_request
+        data = self.readings_per_second * PACKED_READING_BYTES + records * PARTITION_KEY_LENGTH
+        needed = max(records / SHARD_RECORDS_PER_SECOND, data / SHARD_BYTES_PER_SECOND)
+        return math.ceil(needed * self.headroom)
 
 
 @dataclass(frozen=True)

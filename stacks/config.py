@@ -26,7 +26,7 @@ from iot_constructs.naming import Naming
 from iot_constructs.network import NetworkSettings
 from iot_constructs.observability import AlarmThresholds
 from iot_constructs.processing import ProcessingSettings, SinkSettings
-from iot_constructs.stream import StreamSettings
+from iot_constructs.stream import StreamSettings, TargetLoad
 from iot_constructs.worker import WorkerSettings
 
 PROJECT = "iot-platform"
@@ -193,6 +193,11 @@ def _data(database: DatabaseSettings, cache: CacheSettings | None, backups: bool
     )
 
 
+# The seeds' target fleet: 10,000 devices reporting once a second, through gateways that send 10 readings a
+# request, with three times that as headroom for bursts and growth. Prod's stream, and the worker tasks that
+# read it (one per shard at most), are sized from it.
+PROD_LOAD = TargetLoad(devices=10_000, readings_per_device_per_second=1, readings_per_request=10, headroom=3)
+
 # Where the alerts of protected environments go (a placeholder address: replace it with your on-call's).
 _ONCALL = AlertSettings(subscriptions=(Subscription("email", "iot-platform-oncall@example.com"),))
 
@@ -317,7 +322,12 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             interface_endpoints=_PROD_ENDPOINTS,
         ),
         ingestion=_ingestion(
-            StreamSettings(mode="provisioned", shard_count=10, retention_hours=168, shard_level_metrics=True),
+            StreamSettings(
+                mode="provisioned",
+                shard_count=PROD_LOAD.shards(),
+                retention_hours=168,
+                shard_level_metrics=True,
+            ),
             (1024, 200, 50),
             ApiSettings(
                 reading_schema=READING_SCHEMA,
@@ -341,7 +351,9 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
                 max_record_age_seconds=6 * 3600,
             ),
             # The seeds ask for lag under 2 s: scale out before the iterator age reaches a second.
-            worker=WorkerSettings(image_tag="0.1.0", cpu=1024, memory_mb=2048, min_tasks=2, max_tasks=10),
+            worker=WorkerSettings(
+                image_tag="0.1.0", cpu=1024, memory_mb=2048, min_tasks=2, max_tasks=PROD_LOAD.shards()
+            ),
             sink=SinkSettings(reading_ttl_days=90),
         ),
         data=_data(

@@ -1,11 +1,15 @@
 """The streaming data path as synthesized: stream, tables, functions, event source mapping, permissions."""
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
+import readings
+from readings import Reading, canonical_timestamp, pack
 
-from stacks.config import PROJECT, environment, short_lived_environment
+from iot_constructs.stream import MAX_RECORD_BYTES, PACKED_READING_BYTES, PARTITION_KEY_LENGTH, TargetLoad
+from stacks.config import PROD_LOAD, PROJECT, environment, short_lived_environment
 from tests.conftest import LONGEST_SUFFIX, Synth
 from tests.synth_json import data, one, policy_statements, reference_target, resources
 
@@ -64,7 +68,7 @@ def actions_on(statements: list[dict[str, Any]], resource_prefix: str) -> set[st
         ("local", "ON_DEMAND", None, False),
         (LONGEST_SUFFIX, "ON_DEMAND", None, False),
         ("staging", "PROVISIONED", 2, False),
-        ("prod", "PROVISIONED", 10, True),
+        ("prod", "PROVISIONED", 6, True),
     ],
 )
 def test_the_stream_is_sized_per_environment_and_encrypted_with_its_own_key(
@@ -143,6 +147,53 @@ def test_the_processor_can_keep_up_with_every_shard(stack_name: str) -> None:
         config.processing.processor.reserved_concurrency
         >= shards * config.processing.event_source.parallelization_factor
     )
+
+
+def test_prod_is_sized_from_its_target_load_with_one_worker_task_per_shard_at_most() -> None:
+    """10,000 readings a second in requests of 10, three times over: bytes decide (about 1.7 MiB/s), 6 shards;
+    the worker leases whole shards, so tasks beyond the shard count would idle."""
+    prod = environment("prod", {})
+    assert PROD_LOAD.readings_per_second == 10_000
+    assert prod.ingestion.stream.shard_count == PROD_LOAD.shards() == 6
+    assert prod.processing.worker.max_tasks == PROD_LOAD.shards()
+    for name in ("staging", "prod"):
+        config = environment(name, {})
+        assert config.processing.worker.max_tasks <= (config.ingestion.stream.shard_count or 0)
+
+
+@pytest.mark.parametrize(
+    ("batch", "shards"),
+    # One reading a request: a record per reading, 10,000 records a second x 3.
+    [(1, 30), (10, 6), (500, 6)],
+)
+def test_a_target_load_is_sized_by_records_or_by_bytes_whichever_limits(batch: int, shards: int) -> None:
+    load = TargetLoad(
+        devices=10_000,
+        readings_per_device_per_second=1,
+        readings_per_request=batch,
+        headroom=3,
+    )
+    assert load.shards() == shards
+
+
+def test_the_sizing_constants_match_the_records_ingest_writes() -> None:
+    """A typical reading packs into about PACKED_READING_BYTES (not more, nor much less: the sizing would
+    waste shards), and the record limits are the readings package's."""
+    typical = [
+        Reading(
+            device_id=f"greenhouse-7:sensor-{n:04d}",
+            timestamp=canonical_timestamp(1_780_000_000_000 + n),
+            metrics={"temperature": Decimal("21.375"), "humidity": Decimal("48.5"), "co2": 612},
+            sequence=1_000_000 + n,
+            firmware="2.14.3",
+        )
+        for n in range(1000)
+    ]
+    records = pack(typical)
+    data_per_reading = sum(len(record.data) for record in records) / len(typical)
+    assert 0.8 * PACKED_READING_BYTES <= data_per_reading <= PACKED_READING_BYTES
+    assert {len(record.partition_key) for record in records} == {PARTITION_KEY_LENGTH}
+    assert max(record.size for record in records) <= MAX_RECORD_BYTES == readings.MAX_RECORD_BYTES
 
 
 def test_dead_letter_queues_are_encrypted_kept_14_days_and_tls_only(stack: dict[str, Any]) -> None:

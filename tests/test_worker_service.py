@@ -98,7 +98,7 @@ def test_the_service_scales_on_cpu_and_on_stream_lag_within_the_configured_bound
         worker.scale_out_cooldown_seconds,
     )
     if name == "prod":
-        assert (worker.min_tasks, worker.max_tasks) == (2, 10)
+        assert (worker.min_tasks, worker.max_tasks) == (2, 6)  # one task per shard at most
 
 
 def test_the_local_worker_has_no_autoscaling_which_the_emulator_cannot_run(synth: Synth) -> None:
