@@ -17,9 +17,9 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import pgserver
 import psycopg
 import pytest
+from pgserver.postgres_server import PostgresServer, get_server
 from psycopg.conninfo import make_conninfo
 from stream_worker.migrate import migrate
 
@@ -66,14 +66,14 @@ NewDatabase = Callable[..., PostgresDatabase]
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.PostgresServer]:
-    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    server = get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
     yield server
     server.cleanup()
 
 
 @pytest.fixture
-def new_database(postgres_server: pgserver.PostgresServer) -> NewDatabase:
+def new_database(postgres_server: PostgresServer) -> NewDatabase:
     """Makes a new, empty database on the session's server; migrated (stream_worker.migrate) unless
     migrated=False."""
     info = postgres_server.get_postmaster_info()

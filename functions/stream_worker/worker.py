@@ -279,7 +279,7 @@ async def process(records: list[Unpacked], stores: Stores) -> None:
         )
     if not readings:
         return
-    counted = await count_readings(readings, stores)
+    counted = await count_readings(readings, stores.pool, stores.archive)
     await keep_latest_readings(stores.redis, readings)
     logger.info(
         "Stored a batch",
@@ -291,7 +291,9 @@ async def process(records: list[Unpacked], stores: Stores) -> None:
     )
 
 
-async def count_readings(readings: list[Reading], stores: Stores) -> database.Counted:
+async def count_readings(
+    readings: list[Reading], pool: AsyncConnectionPool, archive: Archive
+) -> database.Counted:
     """database.count_batch, tried again after what may pass (a failed attempt either committed, and its
     readings are found counted, or changed nothing); raises if the batch still fails after
     STORE_MAX_ATTEMPTS attempts."""
@@ -299,7 +301,7 @@ async def count_readings(readings: list[Reading], stores: Stores) -> database.Co
         if attempt > 1:
             await asyncio.sleep(STORE_RETRY_DELAY_SECONDS * (attempt - 1))
         try:
-            return await database.count_batch(stores.pool, stores.archive, readings)
+            return await database.count_batch(pool, archive, readings)
         except TRANSIENT_ERRORS as error:
             logger.warning("Counting a batch failed", attempt=attempt, error=str(error))
     raise RuntimeError(f"a batch was still not counted after {STORE_MAX_ATTEMPTS} attempts")
