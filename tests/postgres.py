@@ -14,8 +14,11 @@ password: the tests exercise their grants, not their authentication.
 """
 
 import itertools
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -66,10 +69,14 @@ NewDatabase = Callable[..., PostgresDatabase]
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    server = get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+def postgres_server() -> Iterator[PostgresServer]:
+    # Not under pytest's temporary directory: run as root, pgserver runs the server as a user of its own,
+    # which must reach the data directory, and pytest keeps its directories to their owner.
+    data = Path(tempfile.mkdtemp(prefix="pgserver-"))
+    server = get_server(data, cleanup_mode="stop")
     yield server
     server.cleanup()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

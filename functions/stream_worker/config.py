@@ -46,12 +46,10 @@ class DatabaseConfig:
     @classmethod
     def admin_from_env(cls, env: Mapping[str, str]) -> DatabaseConfig:
         """The admin user's (migrations, device registration): RDS's master user, with its password."""
-        config = cls.from_env(
+        _required(env, "DATABASE_ADMIN_PASSWORD")
+        return cls.from_env(
             env, user_variable="DATABASE_ADMIN_USER", password_variable="DATABASE_ADMIN_PASSWORD"
         )
-        if config.password is None:
-            raise ValueError("environment variable DATABASE_ADMIN_PASSWORD is required")
-        return config
 
 
 @dataclass(frozen=True)
