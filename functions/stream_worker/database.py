@@ -147,6 +147,8 @@ async def count_batch(pool: AsyncConnectionPool, archive: Archive, readings: Seq
             row = await cursor.fetchone()
         assert row is not None
         batch_id, committed_at = row
+        # After the last statement but COMMIT: the transaction commits within the server's idle timeout of
+        # this file being written, or never (see stream_worker.worker.PENDING_MIN_AGE_SECONDS).
         await asyncio.to_thread(archive.write_pending, batch_id, new)
     await asyncio.to_thread(archive.publish, batch_id, committed_at)
     return Counted(new, batch_id)
