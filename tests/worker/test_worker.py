@@ -1,7 +1,7 @@
-"""Two worker processes share a four-shard stream; one is killed while readings flow, the other takes its
+"""Two worker processes share a four-shard stream; one is killed in the middle of a batch, the other takes its
 shards over, and every reading is counted exactly once: in PostgreSQL's rollups and registry, in the EFS
-archive and, for the newest, in Redis. Records of one reading (as ingest wrote them before it packed
-readings) and packed records are both read."""
+archive and, for the newest, in Redis; the registry's owners are published to Redis. Records of one reading
+(as ingest wrote them before it packed readings) and packed records are both read."""
 
 import asyncio
 import gzip
@@ -14,9 +14,11 @@ from typing import Any
 
 import psycopg
 import readings
+from readings.ownership import OWNERS_KEY, OWNERS_PUBLISHED_KEY
 from stream_worker import database, worker
 from stream_worker.archive import Archive
 from stream_worker.config import DatabaseConfig
+from stream_worker.devices import register
 
 from tests.functions.events import minutes_ago, reading
 from tests.worker.conftest import SHARD_COUNT, Services, StartWorker, wait_until
@@ -107,6 +109,16 @@ def stored_state(services: Services) -> dict[str, Any]:
     }
 
 
+def waiting_for_locks(services: Services) -> int:
+    """The worker's database sessions waiting for a lock."""
+    with psycopg.connect(services.database.conninfo()) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'iot_worker' AND wait_event_type = 'Lock'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def archived_lines(services: Services) -> list[bytes]:
     """Every line of every published archive file, duplicates and all."""
     return sorted(
@@ -142,6 +154,7 @@ def leases(services: Services) -> dict[str, Any]:
 def test_a_worker_takes_over_the_shards_of_a_dead_one_and_every_reading_is_counted_once(
     services: Services, start_worker: StartWorker
 ) -> None:
+    register(services.database.conninfo(), "client1", DEVICES[:3])
     first, second = start_worker("first"), start_worker("second")
     wait_until(
         lambda: (
@@ -163,12 +176,20 @@ def test_a_worker_takes_over_the_shards_of_a_dead_one_and_every_reading_is_count
         lambda: f"stored before the kill: {stored_state(services)}",
     )
 
-    # Killed while it counts these: its uncheckpointed records are counted again by the survivor, its
-    # transaction in flight (if any) rolled back, its pending archive file (if any) settled.
+    # Killed in the middle of a batch's transaction: the rollups are locked while these arrive, so that both
+    # workers wait inside theirs (having recorded the batch's readings as counted, uncommitted). The dead
+    # worker's transaction rolls back, and the survivor counts its records once it has taken its shards.
     during = readings_from(minutes_ago(8), 5, DEVICES)
-    put_packed_readings(services, during)
-    first.signal(signal.SIGKILL)
-    assert first.process.wait(timeout=10) == -signal.SIGKILL
+    with psycopg.connect(services.database.conninfo()) as locker:
+        locker.execute("LOCK TABLE hourly_rollups IN SHARE MODE")
+        put_packed_readings(services, during)
+        wait_until(
+            lambda: waiting_for_locks(services) == 2,
+            10,  # well within the batch deadline (20 s), which the survivor must meet once the lock is gone
+            lambda: f"{waiting_for_locks(services)} workers wait for the rollups",
+        )
+        first.signal(signal.SIGKILL)
+        assert first.process.wait(timeout=10) == -signal.SIGKILL
     # Newer readings for every device but the first, which gets an older one: Redis must keep its newest.
     after = readings_from(minutes_ago(5), 5, DEVICES[1:]) + readings_from(minutes_ago(20), 1, DEVICES[:1])
     put_packed_readings(services, after)
@@ -188,6 +209,9 @@ def test_a_worker_takes_over_the_shards_of_a_dead_one_and_every_reading_is_count
         lambda: f"the survivor leased {second.leased_shards()}; stored {stored_state(services)}",
     )
     assert second.leased_shards() == SHARDS
+    # The registry's owners, for ingest and query (the workers publish them when they start).
+    assert services.redis.hgetall(OWNERS_KEY) == {device.encode(): b"client1" for device in DEVICES[:3]}
+    assert services.redis.exists(OWNERS_PUBLISHED_KEY)
 
     second.signal(signal.SIGTERM)
     assert second.process.wait(timeout=20) == 0, "the worker did not stop cleanly on SIGTERM"
