@@ -189,9 +189,9 @@ async def run(config: Config) -> None:
     logger.info("Starting", worker_id=worker_id, stream_name=config.stream_name)
     try:
         await pool.open(wait=True)
-        # What a worker that died left pending is settled before anything new is written.
-        await settle_archive(pool, stores.archive, PENDING_MIN_AGE_SECONDS)
         prune_after_hours = config.stream_retention_hours + PRUNE_MARGIN_HOURS
+        # Each first runs now: the owners map is fresh, and what a worker that died left pending is settled
+        # (settling only touches files too old to be a running batch's, so it can run beside the batches).
         periodic = [
             asyncio.create_task(every(OWNERS_PUBLISH_SECONDS, publish_owners, pool, redis)),
             asyncio.create_task(
@@ -204,6 +204,7 @@ async def run(config: Config) -> None:
         finally:
             for task in periodic:
                 task.cancel()
+            await asyncio.gather(*periodic, return_exceptions=True)
     finally:
         await pool.close()
         await redis.aclose()
