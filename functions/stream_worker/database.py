@@ -157,8 +157,9 @@ async def count_batch(pool: AsyncConnectionPool, archive: Archive, readings: Seq
 def rollup_columns(readings: Sequence[Reading]) -> list[list[Any]]:
     """The readings' counts, sums, minimums and maximums per device, hour and metric, as ROLLUPS's arrays,
     in key order (rows locked in one order by every worker cannot deadlock)."""
-    # Exact: a value has at most 15 significant digits and 6 decimal places (readings), so a batch's sum of
-    # at most MAX_BATCH_READINGS of them needs at most 24 digits, within Python's default 28.
+    # Exact: a value is within +-1e15 with at most 6 decimal places (readings), and a batch holds some
+    # thousand readings at most (the worker's 500, plus the rest of one record), so a sum needs at most 26
+    # digits, within the 28 of Python's default decimal context.
     rollups: dict[tuple[str, datetime, str], list[Any]] = {}
     for reading in readings:
         hour = datetime.fromisoformat(reading.timestamp).replace(minute=0, second=0, microsecond=0)
