@@ -95,6 +95,13 @@ plan: setup
 bootstrap: .venv/.synced
 	$(PIPENV) run python -m tools.bootstrap $(ENV)
 
+## Apply the PostgreSQL migrations of a deployed ENV (dev|staging|prod|<suffix>) from outputs/<ENV>.json: runs
+## its admin task once on ECS (python -m stream_worker.migrate) and prints its exit code and logs. Re-running
+## changes nothing. Devices are registered with `python -m tools.devices register --env ENV --client ...`.
+.PHONY: migrate
+migrate: .venv/.synced
+	$(PIPENV) run python -m tools.migrate --env $(ENV)
+
 ## Smoke-test a deployed environment from outputs/<ENV>.json and the caller's AWS credentials: the API
 ## (a signed POST of two readings, read back within 60 s), the stream mapping, the worker, the alert topic's
 ## subscriptions. One line per check; fails if any check fails. ENV=local: what the emulator allows.

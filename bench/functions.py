@@ -10,10 +10,16 @@ Workload: 250 devices send a reading every 10 s with two metrics (1% breach a th
    takes 1,000 records or 1 MiB a second, whichever comes first: readings per shard-second of capacity is the
    smaller of the two quotients.
 2. Consumers. The stream of the requests of 500 goes to the processor in event-source-mapping batches of 500
-   records, twice (the second time as a replay), and to the stream worker's batch processing, each against
-   fresh tables. Throughput is with moto serving the AWS calls, and of the code's own work (its time minus the
-   time inside AWS calls, which still includes botocore's request building). The first is dominated by moto:
-   its TransactWriteItems deep-copies the table once per item in the request. Neither includes AWS's latency.
+   records, twice (the second time as a replay), against fresh tables. Throughput is with moto serving the AWS
+   calls, and of the code's own work (its time minus the time inside AWS calls, which still includes
+   botocore's request building). The first is dominated by moto: its TransactWriteItems deep-copies the table
+   once per item in the request. Neither includes AWS's latency. The same records go to the stream worker's
+   batch processing (batches of up to 500 readings, as it forms them), twice, into a real PostgreSQL (the
+   pgserver wheel, over a Unix socket), a real redis-server and an archive directory on local disk: readings
+   a second and the SQL statements per 1,000 readings (counted as the worker executes them; BEGIN and
+   COMMIT, which psycopg sends itself, add two a batch). A network
+   round trip to RDS (about 1 ms in a region) adds about 2 ms a batch: the worker's five statements take
+   two round trips and COMMIT one more.
 3. Monthly cost of 1,000,000 readings a day at prod's sizing (stacks/config.py), by request size. At that
    volume a shard sees a record far less often than once per batching window, so every record is a processor
    invocation of its own: the bench runs such invocations (COST_SAMPLE readings per request size, on fresh
@@ -28,7 +34,10 @@ import io
 import json
 import math
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -40,10 +49,15 @@ from types import ModuleType
 from typing import Any
 
 import boto3
-from aws_lambda_powertools.utilities.parameters import SSMProvider
+import psycopg
+import redis
 from moto import mock_aws
+from pgserver.postgres_server import get_server
+from psycopg.conninfo import make_conninfo
 
 from stacks.config import environment
+from tests.functions.conftest import redis_server_executable
+from tests.worker.conftest import free_port
 from tools.local.round_trip import kinesis_event
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
@@ -204,19 +218,6 @@ def _kilobytes(item: dict[str, Any]) -> int:
     return math.ceil(len(json.dumps(item)) / 1024)
 
 
-class RedisStub:
-    """Takes the stream worker's Redis pipeline and does nothing with it: the bench measures the worker."""
-
-    def pipeline(self, transaction: bool) -> "RedisStub":
-        return self
-
-    def eval(self, *arguments: Any) -> None:
-        pass
-
-    async def execute(self) -> None:
-        pass
-
-
 def load(name: str, **environment: str) -> ModuleType:
     """functions/<name>/handler.py as a new module, imported with `environment`."""
     os.environ.update(environment)
@@ -370,21 +371,105 @@ def measure_processor(meter: CallMeter, stream: str, readings: int) -> None:
         print(f"  throughput of its own work: {readings / processed.own_seconds:,.0f} readings/s")
 
 
-def measure_worker(meter: CallMeter, stream: str, readings: int) -> None:
-    os.environ.update(create_tables("worker"))
-    worker = importlib.import_module("stream_worker.worker")
-    aws = worker.Aws(
-        dynamodb=boto3.client("dynamodb"),
-        sns=boto3.client("sns"),
-        ssm=SSMProvider(boto3_client=boto3.client("ssm")),
+@contextmanager
+def worker_stores() -> Iterator[dict[str, str]]:
+    """A migrated PostgreSQL database, a redis-server and an archive directory, all in a temporary directory;
+    yields the worker's variables for them."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+    server = get_server(directory / "postgres", cleanup_mode="stop")
+    info = server.get_postmaster_info()
+    admin = make_conninfo(host=str(info.socket_dir), port=info.port, user="postgres")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute("CREATE DATABASE bench")
+    migrate = importlib.import_module("stream_worker.migrate")
+    migrate.migrate(make_conninfo(admin, dbname="bench"))
+    redis_port = free_port()
+    redis_server = subprocess.Popen(
+        [redis_server_executable(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
     )
-    data = [record["Data"] for record in stream_records(stream)]
-    with meter.measure() as processed:
-        for start in range(0, len(data), worker.MAX_BATCH_RECORDS):
-            asyncio.run(worker.process(data[start : start + worker.MAX_BATCH_RECORDS], aws, RedisStub()))
-    print(f"stream worker: {readings:,} readings in {len(data):,} records")
-    print(f"  AWS calls per 1,000 readings: {calls_per_thousand(processed.calls, readings)}")
-    print(f"  throughput of its own work: {readings / processed.own_seconds:,.0f} readings/s")
+    client = redis.Redis(port=redis_port)
+    try:
+        while True:
+            with contextlib.suppress(redis.ConnectionError):
+                client.ping()
+                break
+            time.sleep(0.1)
+        yield {
+            "DATABASE_HOST": str(info.socket_dir),
+            "DATABASE_PORT": str(info.port),
+            "DATABASE_NAME": "bench",
+            "DATABASE_USER": "iot_worker",
+            "DATABASE_PASSWORD": "trusted-locally",
+            "DATABASE_TLS": "false",
+            "REDIS_PORT": str(redis_port),
+            "ARCHIVE_DIR": str(directory / "archive"),
+        }
+    finally:
+        client.close()
+        redis_server.terminate()
+        redis_server.wait(timeout=10)
+        server.cleanup()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass
+class StatementMeter:
+    """Counts the SQL statements psycopg's async cursors execute."""
+
+    statements: int = 0
+
+    @contextmanager
+    def install(self) -> Iterator[None]:
+        execute = psycopg.AsyncCursor.execute
+
+        async def counted(cursor: Any, *arguments: Any, **options: Any) -> Any:
+            self.statements += 1
+            return await execute(cursor, *arguments, **options)
+
+        psycopg.AsyncCursor.execute = counted  # type: ignore[method-assign,assignment]
+        try:
+            yield
+        finally:
+            psycopg.AsyncCursor.execute = execute  # type: ignore[method-assign]
+
+
+def measure_worker(stream: str, readings: int) -> None:
+    worker = importlib.import_module("stream_worker.worker")
+    config_module = importlib.import_module("stream_worker.config")
+    database = importlib.import_module("stream_worker.database")
+    archive_module = importlib.import_module("stream_worker.archive")
+    readings_module = importlib.import_module("readings")
+    records = [readings_module.unpack(record["Data"]) for record in stream_records(stream)]
+    batches: list[list[Any]] = [[]]
+    for record in records:  # as worker.next_batch forms them
+        if sum(len(r.readings) for r in batches[-1]) >= worker.MAX_BATCH_READINGS:
+            batches.append([])
+        batches[-1].append(record)
+
+    async def deliver(variables: dict[str, str]) -> None:
+        config = config_module.DatabaseConfig.from_env(
+            variables, user_variable="DATABASE_USER", password_variable="DATABASE_PASSWORD"
+        )
+        async with database.connection_pool(
+            config, statement_timeout_seconds=worker.BATCH_DEADLINE_SECONDS
+        ) as pool:
+            client = redis.asyncio.Redis(port=int(variables["REDIS_PORT"]))
+            stores = worker.Stores(pool, archive_module.Archive(Path(variables["ARCHIVE_DIR"])), client)
+            for delivery in ("first delivery", "replay of the same batches"):
+                meter = StatementMeter()
+                started = time.perf_counter()
+                with meter.install():
+                    for batch in batches:
+                        await worker.process(batch, stores)
+                seconds = time.perf_counter() - started
+                print(f"stream worker, {delivery}: {readings:,} readings in {len(batches)} batches")
+                print(f"  SQL statements per 1,000 readings: {per_thousand(meter.statements, readings):.1f}")
+                print(f"  throughput (PostgreSQL, archive, Redis): {readings / seconds:,.0f} readings/s")
+            await client.aclose()
+
+    with worker_stores() as variables:
+        asyncio.run(deliver(variables))
 
 
 @dataclass(frozen=True)
@@ -470,7 +555,7 @@ def main() -> None:
             )
 
         measure_processor(meter, f"readings-{CONSUMED_REQUEST_SIZE}", READINGS)
-        measure_worker(meter, f"readings-{CONSUMED_REQUEST_SIZE}", READINGS)
+        measure_worker(f"readings-{CONSUMED_REQUEST_SIZE}", READINGS)
 
         print(
             f"Monthly cost of {READINGS_A_DAY:,} readings a day at prod sizing, by request size "

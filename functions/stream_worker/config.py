@@ -4,11 +4,57 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the platform's PostgreSQL is, and how to log in to it.
+
+    Without a password the user logs in with an IAM auth token (RDS), made afresh for each connection; a
+    password is for the admin user (RDS's master secret) and for the tests' and the local environment's
+    server. TLS verifies the server against the RDS CA bundle (verify-full) unless DATABASE_TLS is false.
+    """
+
+    host: str
+    port: int
+    name: str
+    user: str
+    password: str | None = field(repr=False)
+    tls: bool
+    region: str
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str], *, user_variable: str, password_variable: str
+    ) -> DatabaseConfig:
+        config = cls(
+            host=_required(env, "DATABASE_HOST"),
+            port=_whole_number(env, "DATABASE_PORT", default=5432),
+            name=_required(env, "DATABASE_NAME"),
+            user=_required(env, user_variable),
+            password=env.get(password_variable) or None,
+            tls=_boolean(env, "DATABASE_TLS", default=True),
+            region=env.get("AWS_REGION", ""),
+        )
+        if (config.tls or config.password is None) and not config.region:
+            raise ValueError(
+                "environment variable AWS_REGION is required for the RDS CA bundle and IAM auth tokens"
+            )
+        return config
+
+    @classmethod
+    def admin_from_env(cls, env: Mapping[str, str]) -> DatabaseConfig:
+        """The admin user's (migrations, device registration): RDS's master user, with its password."""
+        _required(env, "DATABASE_ADMIN_PASSWORD")
+        return cls.from_env(
+            env, user_variable="DATABASE_ADMIN_USER", password_variable="DATABASE_ADMIN_PASSWORD"
+        )
 
 
 @dataclass(frozen=True)
 class Config:
-    """The worker's own settings; the processor reads its own (table names, TTLs, ...) when imported."""
+    """The worker's own settings."""
 
     stream_name: str
     redis_host: str
@@ -18,6 +64,9 @@ class Config:
     redis_auth_token: str | None = field(repr=False)
     lease_timeout_seconds: int
     lease_heartbeat_seconds: int
+    database: DatabaseConfig
+    archive_dir: Path
+    stream_retention_hours: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -30,6 +79,11 @@ class Config:
             redis_auth_token=env.get("REDIS_AUTH_TOKEN") or None,
             lease_timeout_seconds=_whole_number(env, "LEASE_TIMEOUT_SECONDS", default=30),
             lease_heartbeat_seconds=_whole_number(env, "LEASE_HEARTBEAT_SECONDS", default=5),
+            database=DatabaseConfig.from_env(
+                env, user_variable="DATABASE_USER", password_variable="DATABASE_PASSWORD"
+            ),
+            archive_dir=Path(_required(env, "ARCHIVE_DIR")),
+            stream_retention_hours=_whole_number(env, "STREAM_RETENTION_HOURS"),
         )
         if 3 * config.lease_heartbeat_seconds > config.lease_timeout_seconds:
             raise ValueError(
@@ -55,9 +109,11 @@ def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
     return value == "true"
 
 
-def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+def _whole_number(env: Mapping[str, str], name: str, default: int | None = None) -> int:
     value = env.get(name, "")
     if not value:
+        if default is None:
+            raise ValueError(f"environment variable {name} is required")
         return default
     if not (value.isascii() and value.isdigit() and int(value) > 0):
         raise ValueError(f"{name} is {value!r}; set it to a positive whole number")

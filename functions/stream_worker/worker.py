@@ -1,14 +1,18 @@
-"""Kinesis -> DynamoDB and Redis on ECS Fargate: the processor's exactly-once storage, behind shard leases.
+"""Kinesis -> PostgreSQL, the EFS archive and Redis on ECS Fargate, behind shard leases.
 
 Every task runs one async-kinesis Consumer. Its Redis checkpointer leases each shard to one task, keeps the
 leases alive with heartbeats, and lets another task take a shard over once its lease has gone without a
 heartbeat for LEASE_TIMEOUT_SECONDS; a task that stops on SIGTERM releases its leases at once. Records (one
-reading, or several packed by ingest) are unpacked and checked by the readings package, and their readings
-stored by the processor's code (raw readings, per-minute aggregates counted exactly once, threshold alerts);
-the newest reading of each device is also kept in Redis.
+reading, or several packed by ingest) are unpacked and checked by the readings package; each batch's readings
+are counted once into PostgreSQL's hourly rollups and device registry and archived on EFS (stream_worker.
+database and stream_worker.archive), and the newest reading of each device is kept in Redis. The processor
+Lambda, not the worker, stores the raw readings and minute aggregates in DynamoDB and publishes alerts.
 
-A shard's checkpoint moves only after every record up to it is stored, so a task that dies loses nothing:
-the next owner replays at most what came after the checkpoint, and replayed writes change nothing.
+A shard's checkpoint moves only after every record up to it is stored in all three, so a task that dies
+loses nothing: the next owner replays at most what came after the checkpoint, and replayed readings change
+nothing. Beside the stream, every task publishes the device registry's owners into Redis for ingest and query
+(readings.ownership), settles the archive's pending files, and prunes the counted readings that can no
+longer come again.
 """
 
 from __future__ import annotations
@@ -19,21 +23,29 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-import boto3
+import psycopg
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.utilities.parameters import SSMProvider
-from botocore.config import Config as BotocoreConfig
 from kinesis import Consumer, RedisCheckPointer  # type: ignore[import-untyped]
 from kinesis.checkpointers import BaseHeartbeatCheckPointer  # type: ignore[import-untyped]
-from processor import handler as processor
+from psycopg_pool import AsyncConnectionPool
 from readings import Reading, Unpacked, unpack
+from readings.ownership import (
+    OWNERS_KEY,
+    OWNERS_PUBLISH_SECONDS,
+    OWNERS_PUBLISHED_KEY,
+    OWNERS_STAGING_KEY,
+    OWNERS_STALE_SECONDS,
+)
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
+from stream_worker import database
+from stream_worker.archive import Archive
 from stream_worker.config import Config
 
 # A batch ends after the record that brings it to this many readings (a packed record holds some 200).
@@ -41,23 +53,33 @@ MAX_BATCH_READINGS = 500
 BATCH_WINDOW_SECONDS = 1.0
 # async-kinesis gives up on a record it cannot queue for 30 s and moves its shard past it: were that record's
 # checkpoint written later, the record would be lost. The queue only stays full while the worker is busy with
-# a batch, so a batch that takes longer than this stops the worker, before its checkpoint, instead.
+# a batch, so a batch that takes longer than this stops the worker, before its checkpoint, instead. PostgreSQL
+# ends a statement, or a transaction left idle, after as long (database.connection_pool), so a batch's
+# transaction commits within BATCH_DEADLINE_SECONDS of its archive file being written, or never.
 BATCH_DEADLINE_SECONDS = 20.0
+# A pending archive file this old belongs to no transaction that can still commit: recovery may settle it.
+PENDING_MIN_AGE_SECONDS = 2 * BATCH_DEADLINE_SECONDS
+ARCHIVE_RECOVERY_SECONDS = 5 * 60
+# A record is delivered again only while it is on the stream, and its readings were counted after it was
+# put there: a reading counted more than the stream's retention ago cannot come again from that record. The
+# margin covers the clocks of Kinesis and PostgreSQL.
+PRUNE_MARGIN_HOURS = 1
+PRUNE_SECONDS = 10 * 60
 STORE_MAX_ATTEMPTS = 4
 STORE_RETRY_DELAY_SECONDS = 0.5
+# What may fail for a while and pass: the database (connections, deadlocks between workers counting the same
+# devices, timeouts), the archive's file system.
+TRANSIENT_ERRORS = (psycopg.OperationalError, OSError)
 # The problems of a batch's readings that cannot be stored are logged up to this many; all are counted.
 MAX_LOGGED_PROBLEMS = 100
 # Longer than the second the library waits after finding a shard leased, so that a worker starting a moment
 # after another still gets its share (see Leases).
 ACQUIRE_INTERVAL_SECONDS = 2.0
-# Bounds every AWS and Redis call, so that a batch, and the worker's exit after a failed one, end in time.
-AWS_CLIENT_CONFIG = BotocoreConfig(
-    connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 3}
-)
+# Bounds every Redis call, so that a batch, and the worker's exit after a failed one, end in time.
 REDIS_TIMEOUT_SECONDS = 5
 # One hash per device, replaced only by a reading at least as new (canonical timestamps sort as times do;
-# an equal one is the same reading resent, which replaces the raw item too). It expires with the raw
-# reading, which also makes it evictable under ElastiCache's volatile-lru, unlike the leases.
+# an equal one is the same reading resent). It expires a year after the reading was measured: that also makes
+# it evictable under ElastiCache's volatile-lru, unlike the leases.
 LATEST_READING_SCRIPT = """
 local stored = redis.call('HGET', KEYS[1], 'timestamp')
 if stored and stored > ARGV[1] then
@@ -67,6 +89,9 @@ redis.call('HSET', KEYS[1], 'timestamp', ARGV[1], 'reading', ARGV[2])
 redis.call('EXPIREAT', KEYS[1], ARGV[3])
 return 1
 """
+LATEST_READING_TTL_SECONDS = 365 * 24 * 3600
+# Fields per HSET when the owners map is published.
+OWNERS_CHUNK = 1000
 
 logger = Logger()
 
@@ -131,30 +156,26 @@ class RecordData:
 
 
 @dataclass(frozen=True)
-class Aws:
-    dynamodb: Any
-    sns: Any
-    ssm: SSMProvider
+class Stores:
+    """Where the worker writes."""
+
+    pool: AsyncConnectionPool
+    archive: Archive
+    redis: Redis | RedisCluster
 
 
 def main() -> None:
-    # The libraries' own logs (async-kinesis, botocore, redis, asyncio) in the same JSON, warnings and up.
+    # The libraries' own logs (async-kinesis, botocore, redis, psycopg, asyncio) in the same JSON, warnings
+    # and up.
     copy_config_to_registered_loggers(source_logger=logger, log_level=logging.WARNING)
     try:
-        config = Config.from_env(os.environ)
-        aws = Aws(
-            dynamodb=boto3.client("dynamodb", config=AWS_CLIENT_CONFIG),
-            sns=boto3.client("sns", config=AWS_CLIENT_CONFIG),
-            # Caches for POWERTOOLS_PARAMETERS_MAX_AGE seconds, as in the processor.
-            ssm=SSMProvider(boto3_client=boto3.client("ssm", config=AWS_CLIENT_CONFIG)),
-        )
-        asyncio.run(run(config, aws))
+        asyncio.run(run(Config.from_env(os.environ)))
     except Exception:
         logger.exception("The worker failed")
         raise SystemExit(1) from None
 
 
-async def run(config: Config, aws: Aws) -> None:
+async def run(config: Config) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
@@ -162,36 +183,59 @@ async def run(config: Config, aws: Aws) -> None:
 
     worker_id = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     redis = connect_redis(config)
+    pool = database.connection_pool(config.database, statement_timeout_seconds=BATCH_DEADLINE_SECONDS)
+    stores = Stores(pool, Archive(config.archive_dir), redis)
     leases = Leases(redis, name=config.stream_name, worker_id=worker_id, config=config)
     logger.info("Starting", worker_id=worker_id, stream_name=config.stream_name)
     try:
-        async with Consumer(
-            config.stream_name,
-            checkpointer=leases,
-            processor=RecordData(),
-            # A shard without a checkpoint is read from its oldest record, never from its newest.
-            iterator_type="TRIM_HORIZON",
-            # The library sleeps this long inline for every shard it finds caught up, delaying all the
-            # others; its per-shard fetch rate (one GetRecords a second) already paces the polling.
-            sleep_time_no_records=0.2,
-            # ListShards allows 100 calls a second per stream; DescribeStream, 10 per account.
-            use_list_shards=True,
-        ) as consumer:
-            while not stop.is_set():
-                if not consumer.is_fetching:
-                    raise RuntimeError("the consumer stopped fetching after repeated errors")
-                records = await next_batch(consumer)
-                try:
-                    async with asyncio.timeout(BATCH_DEADLINE_SECONDS):
-                        if records:
-                            await process(records, aws, redis)
-                        # Every checkpoint buffered so far is of records handed over, so now stored.
-                        await leases.manual_checkpoint()
-                except TimeoutError:
-                    raise RuntimeError(f"a batch took longer than {BATCH_DEADLINE_SECONDS} s") from None
-            logger.info("Stopping: releasing the leases")
+        await pool.open(wait=True)
+        prune_after_hours = config.stream_retention_hours + PRUNE_MARGIN_HOURS
+        # Each first runs now: the owners map is fresh, and what a worker that died left pending is settled
+        # (settling only touches files too old to be a running batch's, so it can run beside the batches).
+        periodic = [
+            asyncio.create_task(every(OWNERS_PUBLISH_SECONDS, publish_owners, pool, redis)),
+            asyncio.create_task(
+                every(ARCHIVE_RECOVERY_SECONDS, settle_archive, pool, stores.archive, PENDING_MIN_AGE_SECONDS)
+            ),
+            asyncio.create_task(every(PRUNE_SECONDS, prune_counted, pool, prune_after_hours)),
+        ]
+        try:
+            await consume(config, stores, leases, stop)
+        finally:
+            for task in periodic:
+                task.cancel()
+            await asyncio.gather(*periodic, return_exceptions=True)
     finally:
+        await pool.close()
         await redis.aclose()
+
+
+async def consume(config: Config, stores: Stores, leases: Leases, stop: asyncio.Event) -> None:
+    async with Consumer(
+        config.stream_name,
+        checkpointer=leases,
+        processor=RecordData(),
+        # A shard without a checkpoint is read from its oldest record, never from its newest.
+        iterator_type="TRIM_HORIZON",
+        # The library sleeps this long inline for every shard it finds caught up, delaying all the
+        # others; its per-shard fetch rate (one GetRecords a second) already paces the polling.
+        sleep_time_no_records=0.2,
+        # ListShards allows 100 calls a second per stream; DescribeStream, 10 per account.
+        use_list_shards=True,
+    ) as consumer:
+        while not stop.is_set():
+            if not consumer.is_fetching:
+                raise RuntimeError("the consumer stopped fetching after repeated errors")
+            records = await next_batch(consumer)
+            try:
+                async with asyncio.timeout(BATCH_DEADLINE_SECONDS):
+                    if records:
+                        await process(records, stores)
+                    # Every checkpoint buffered so far is of records handed over, so now stored.
+                    await leases.manual_checkpoint()
+            except TimeoutError:
+                raise RuntimeError(f"a batch took longer than {BATCH_DEADLINE_SECONDS} s") from None
+        logger.info("Stopping: releasing the leases")
 
 
 def connect_redis(config: Config) -> Redis | RedisCluster:
@@ -223,7 +267,7 @@ async def next_batch(consumer: Any) -> list[Unpacked]:
     return records
 
 
-async def process(records: list[Unpacked], aws: Aws, redis: Redis | RedisCluster) -> None:
+async def process(records: list[Unpacked], stores: Stores) -> None:
     """Stores the records' readings. One that cannot be stored is logged and skipped: it must not hold up
     its shard, and no retry could change it."""
     readings = [reading for record in records for reading in record.readings]
@@ -236,45 +280,32 @@ async def process(records: list[Unpacked], aws: Aws, redis: Redis | RedisCluster
         )
     if not readings:
         return
-    counted, breaches = await store_readings(readings, aws)
-    await keep_latest_readings(redis, readings)
+    counted = await count_readings(readings, stores.pool, stores.archive)
+    await keep_latest_readings(stores.redis, readings)
     logger.info(
         "Stored a batch",
         records=len(records),
         readings=len(readings),
         invalid_records=sum(bool(record.problems) for record in records),
-        counted=counted,
-        breaches=breaches,
+        counted=len(counted.readings),
+        archive_batch_id=counted.batch_id,
     )
 
 
-async def store_readings(readings: list[Reading], aws: Aws) -> tuple[int, int]:
-    """The processor's writes. What AWS did not take is written again, the way Lambda retries a record: it is
-    safe to. Returns the readings newly counted and the alerts published; raises if readings are still not
-    stored after STORE_MAX_ATTEMPTS attempts."""
-    pending = readings
-    counted = breaches = 0
+async def count_readings(
+    readings: list[Reading], pool: AsyncConnectionPool, archive: Archive
+) -> database.Counted:
+    """database.count_batch, tried again after what may pass (a failed attempt either committed, and its
+    readings are found counted, or changed nothing); raises if the batch still fails after
+    STORE_MAX_ATTEMPTS attempts."""
     for attempt in range(1, STORE_MAX_ATTEMPTS + 1):
         if attempt > 1:
             await asyncio.sleep(STORE_RETRY_DELAY_SECONDS * (attempt - 1))
         try:
-            outcome = await asyncio.to_thread(_store_readings, pending, aws)
-        except processor.AWS_ERRORS as error:  # the thresholds could not be read
-            logger.warning("Storing a batch failed", attempt=attempt, error=str(error))
-            continue
-        counted += outcome.counted
-        breaches += outcome.breaches
-        if not outcome.unstored:
-            return counted, breaches
-        pending = [reading for reading in pending if reading.identity in outcome.unstored]
-        logger.warning("AWS did not take every reading of a batch", attempt=attempt, unstored=len(pending))
-    raise RuntimeError(f"readings were still not stored after {STORE_MAX_ATTEMPTS} attempts")
-
-
-def _store_readings(readings: list[Reading], aws: Aws) -> processor.Outcome:
-    config = processor.CONFIG
-    thresholds = processor.parse_thresholds(aws.ssm.get(config.thresholds_parameter_name, transform="json"))
-    return processor.store_readings(readings, thresholds, config, aws.dynamodb, aws.sns)
+            return await database.count_batch(pool, archive, readings)
+        except TRANSIENT_ERRORS as error:
+            logger.warning("Counting a batch failed", attempt=attempt, error=str(error))
+    raise RuntimeError(f"a batch was still not counted after {STORE_MAX_ATTEMPTS} attempts")
 
 
 async def keep_latest_readings(redis: Redis | RedisCluster, readings: list[Reading]) -> None:
@@ -291,13 +322,55 @@ async def keep_latest_readings(redis: Redis | RedisCluster, readings: list[Readi
             latest_reading_key(reading.device_id),
             reading.timestamp,
             reading.data(),
-            processor.expires_at(reading.epoch_seconds, processor.CONFIG.reading_ttl),
+            reading.epoch_seconds + LATEST_READING_TTL_SECONDS,
         )
     await pipeline.execute()
 
 
 def latest_reading_key(device_id: str) -> str:
     return f"latest-reading:{device_id}"
+
+
+async def every(seconds: float, job: Callable[..., Awaitable[object]], *arguments: Any) -> None:
+    """Runs the job every `seconds`, the first time at once. A failure is logged; the job runs again when
+    next due."""
+    while True:
+        try:
+            await job(*arguments)
+        except Exception:
+            logger.exception("A periodic job failed", job=job.__name__)
+        await asyncio.sleep(seconds)
+
+
+async def publish_owners(pool: AsyncConnectionPool, redis: Redis | RedisCluster) -> None:
+    """Replaces Redis's map of device owners with the registry's, as readings.ownership describes. One
+    MULTI/EXEC (the keys share a slot), so that workers publishing at the same time cannot mix their maps."""
+    owners = await database.owners(pool)
+    pipeline = redis.pipeline(transaction=True)
+    pipeline.delete(OWNERS_STAGING_KEY)
+    for start in range(0, len(owners), OWNERS_CHUNK):
+        pipeline.hset(OWNERS_STAGING_KEY, mapping=dict(owners[start : start + OWNERS_CHUNK]))
+    if owners:
+        pipeline.rename(OWNERS_STAGING_KEY, OWNERS_KEY)
+    else:
+        pipeline.delete(OWNERS_KEY)
+    pipeline.set(OWNERS_PUBLISHED_KEY, datetime.now(UTC).isoformat(), ex=OWNERS_STALE_SECONDS)
+    await pipeline.execute()
+
+
+async def settle_archive(pool: AsyncConnectionPool, archive: Archive, min_age_seconds: float) -> None:
+    """Publishes the pending archive files of committed batches and deletes the others' (stream_worker.
+    archive), of those older than min_age_seconds."""
+    batch_ids = await asyncio.to_thread(archive.stale_batches, min_age_seconds)
+    if batch_ids:
+        committed = await database.committed_batches(pool, batch_ids)
+        settled = await asyncio.to_thread(archive.settle, batch_ids, committed)
+        logger.info("Settled pending archive files", published=settled.published, deleted=settled.deleted)
+
+
+async def prune_counted(pool: AsyncConnectionPool, older_than_hours: int) -> None:
+    pruned = await database.prune_counted(pool, older_than_hours)
+    logger.info("Pruned counted readings", pruned=pruned, older_than_hours=older_than_hours)
 
 
 if __name__ == "__main__":

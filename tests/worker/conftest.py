@@ -1,4 +1,5 @@
-"""A moto server, a redis-server and stream worker processes, all on localhost, for the worker's tests."""
+"""A moto server (the stream), a redis-server, a PostgreSQL, an archive directory and stream worker processes,
+all on localhost, for the worker's tests."""
 
 import json
 import os
@@ -18,12 +19,14 @@ import redis
 from moto.server import ThreadedMotoServer
 
 # Importing the function tests' conftest also puts functions/ on the import path.
-from tests.functions.conftest import FUNCTIONS, create_tables, redis_server_executable
+from tests.functions.conftest import FUNCTIONS, redis_server_executable
+from tests.postgres import NewDatabase, PostgresDatabase, new_database, postgres_server
+
+__all__ = ["new_database", "postgres_server"]  # fixtures for the worker's tests
 
 REGION = "eu-west-1"
 SHARD_COUNT = 4
 REDIS_PASSWORD = "worker-test-auth-token"
-THRESHOLDS = {"temperature": {"max": 80}}
 # Short leases, so that a takeover fits in the test; the worker wants heartbeats at most a third of a lease.
 LEASE_TIMEOUT_SECONDS = 5
 LEASE_HEARTBEAT_SECONDS = 1
@@ -49,16 +52,11 @@ def free_port() -> int:
 class Services:
     endpoint_url: str
     kinesis: Any
-    dynamodb: Any
-    sqs: Any
     redis: redis.Redis
     redis_port: int
     stream_name: str
-    raw_table: str
-    aggregates_table: str
-    topic_arn: str
-    alerts_queue_url: str
-    thresholds_parameter: str
+    database: PostgresDatabase
+    archive_dir: Path
 
     def worker_environment(self) -> dict[str, str]:
         return {
@@ -72,13 +70,7 @@ class Services:
             "POWERTOOLS_SERVICE_NAME": "stream-worker-test",
             "POWERTOOLS_LOG_LEVEL": "INFO",
             "STREAM_NAME": self.stream_name,
-            "RAW_TABLE_NAME": self.raw_table,
-            "AGGREGATES_TABLE_NAME": self.aggregates_table,
-            "ALERT_TOPIC_ARN": self.topic_arn,
-            "THRESHOLDS_PARAMETER_NAME": self.thresholds_parameter,
-            "READING_TTL_DAYS": "30",
-            "AGGREGATE_TTL_DAYS": "400",
-            "DYNAMODB_MAX_ATTEMPTS": "3",
+            "STREAM_RETENTION_HOURS": "24",
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": str(self.redis_port),
             "REDIS_TLS": "false",
@@ -86,6 +78,8 @@ class Services:
             "REDIS_AUTH_TOKEN": REDIS_PASSWORD,
             "LEASE_TIMEOUT_SECONDS": str(LEASE_TIMEOUT_SECONDS),
             "LEASE_HEARTBEAT_SECONDS": str(LEASE_HEARTBEAT_SECONDS),
+            "ARCHIVE_DIR": str(self.archive_dir),
+            **self.database.environment("iot_worker"),
         }
 
 
@@ -128,42 +122,26 @@ def _answers(client: redis.Redis) -> bool:
 
 
 @pytest.fixture
-def services(moto_endpoint: str, redis_port: int) -> Iterator[Services]:
-    clients = {
-        service: boto3.client(
-            service,
-            endpoint_url=moto_endpoint,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        for service in ("kinesis", "dynamodb", "sns", "sqs", "ssm")
-    }
-    clients["kinesis"].create_stream(StreamName="readings", ShardCount=SHARD_COUNT)
-    create_tables(clients["dynamodb"], "raw-readings", "aggregates")
-    topic_arn = clients["sns"].create_topic(Name="alerts")["TopicArn"]
-    queue_url = clients["sqs"].create_queue(QueueName="alerts")["QueueUrl"]
-    queue_arn = clients["sqs"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
-        "Attributes"
-    ]["QueueArn"]
-    clients["sns"].subscribe(
-        TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"}
+def services(
+    moto_endpoint: str, redis_port: int, new_database: NewDatabase, tmp_path: Path
+) -> Iterator[Services]:
+    kinesis = boto3.client(
+        "kinesis",
+        endpoint_url=moto_endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
-    clients["ssm"].put_parameter(Name="/iot/test/thresholds", Type="String", Value=json.dumps(THRESHOLDS))
+    kinesis.create_stream(StreamName="readings", ShardCount=SHARD_COUNT)
     client = redis.Redis(port=redis_port, password=REDIS_PASSWORD)
     yield Services(
         endpoint_url=moto_endpoint,
-        kinesis=clients["kinesis"],
-        dynamodb=clients["dynamodb"],
-        sqs=clients["sqs"],
+        kinesis=kinesis,
         redis=client,
         redis_port=redis_port,
         stream_name="readings",
-        raw_table="raw-readings",
-        aggregates_table="aggregates",
-        topic_arn=topic_arn,
-        alerts_queue_url=queue_url,
-        thresholds_parameter="/iot/test/thresholds",
+        database=new_database(),
+        archive_dir=tmp_path / "archive",
     )
     client.close()
 
@@ -174,7 +152,7 @@ class Worker:
     def __init__(self, environment: dict[str, str], log_path: Path) -> None:
         self.log_path = log_path
         self._log: IO[bytes] = log_path.open("wb")
-        # As the image runs it: from a directory holding stream_worker/, processor/ and readings/.
+        # As the image runs it: from a directory holding stream_worker/ and readings/.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stream_worker.worker"],
             cwd=FUNCTIONS,

@@ -18,15 +18,26 @@ FUNCTIONS = PROJECT_ROOT / "functions"  # the build context
 DOCKERFILE = FUNCTIONS / "stream_worker" / "Dockerfile"
 
 
-def copied() -> dict[str, str]:
-    """Where the Dockerfile copies each file of its context to, relative to its working directory."""
-    copies = {}
+def copy_instructions() -> dict[str, str]:
+    """The Dockerfile's COPY sources (files, or patterns), each with its destination."""
+    copies: dict[str, str] = {}
     for line in DOCKERFILE.read_text().splitlines():
         if line.startswith("COPY "):
             *sources, destination = line.split()[1:]
-            for source in sources:
-                into_directory = destination == "." or destination.endswith("/")
-                copies[source] = str(Path(destination) / Path(source).name) if into_directory else destination
+            copies |= dict.fromkeys(sources, destination)
+    return copies
+
+
+def copied() -> dict[str, str]:
+    """Where the Dockerfile copies each file of its context to, relative to its working directory."""
+    copies = {}
+    for pattern, destination in copy_instructions().items():
+        sources = sorted(FUNCTIONS.glob(pattern))
+        assert sources, f"COPY {pattern} matches no file"
+        for source in sources:
+            into_directory = destination == "." or destination.endswith("/")
+            target = str(Path(destination) / source.name) if into_directory else destination
+            copies[str(source.relative_to(FUNCTIONS))] = target
     return copies
 
 
@@ -79,24 +90,18 @@ def test_every_package_the_code_imports_is_pinned() -> None:
 def test_the_build_context_lets_through_exactly_what_the_dockerfile_copies() -> None:
     ignore_file = DOCKERFILE.with_name("Dockerfile.dockerignore")
     let_through = {line[1:] for line in ignore_file.read_text().splitlines() if line.startswith("!")}
-    assert let_through == copied().keys()
+    assert let_through == copy_instructions().keys()
 
 
-def test_the_worker_imports_from_the_files_as_the_image_lays_them_out(tmp_path: Path) -> None:
+def test_the_worker_and_its_commands_import_from_the_files_as_the_image_lays_them_out(tmp_path: Path) -> None:
     for source, target in copied().items():
         (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(FUNCTIONS / source, tmp_path / target)
-    environment = {
-        "PATH": os.environ["PATH"],
-        "AWS_DEFAULT_REGION": "eu-west-1",
-        **dict.fromkeys(("RAW_TABLE_NAME", "AGGREGATES_TABLE_NAME", "ALERT_TOPIC_ARN"), "unused"),
-        "THRESHOLDS_PARAMETER_NAME": "unused",
-        **dict.fromkeys(("READING_TTL_DAYS", "AGGREGATE_TTL_DAYS", "DYNAMODB_MAX_ATTEMPTS"), "1"),
-    }
+    environment = {"PATH": os.environ["PATH"]}
 
     # As the image's command does: `python -m` puts the working directory first on the import path.
     result = subprocess.run(
-        [sys.executable, "-c", "import stream_worker.worker"],
+        [sys.executable, "-c", "import stream_worker.worker, stream_worker.migrate, stream_worker.devices"],
         cwd=tmp_path,
         env=environment,
         capture_output=True,
@@ -105,3 +110,7 @@ def test_the_worker_imports_from_the_files_as_the_image_lays_them_out(tmp_path: 
     )
 
     assert result.returncode == 0, result.stderr
+    # The migrations are there for stream_worker.migrate to find.
+    assert sorted(path.name for path in (tmp_path / "stream_worker" / "migrations").iterdir()) == sorted(
+        path.name for path in (FUNCTIONS / "stream_worker" / "migrations").iterdir()
+    )

@@ -1,7 +1,10 @@
-"""Two worker processes share a four-shard stream; one is killed, the other takes its shards over, and every
-reading is stored exactly once: in the raw table, in the aggregates and, for the newest, in Redis. Records of
-one reading (as ingest wrote them before it packed readings) and packed records are both read."""
+"""Two worker processes share a four-shard stream; one is killed in the middle of a batch, the other takes its
+shards over, and every reading is counted exactly once: in PostgreSQL's rollups and registry, in the EFS
+archive and, for the newest, in Redis; the registry's owners are published to Redis. Records of one reading
+(as ingest wrote them before it packed readings) and packed records are both read."""
 
+import asyncio
+import gzip
 import json
 import signal
 from collections import defaultdict
@@ -9,10 +12,16 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import readings
+from readings.ownership import OWNERS_KEY, OWNERS_PUBLISHED_KEY
+from stream_worker import database, worker
+from stream_worker.archive import Archive
+from stream_worker.config import DatabaseConfig
+from stream_worker.devices import register
 
 from tests.functions.events import minutes_ago, reading
-from tests.worker.conftest import SHARD_COUNT, THRESHOLDS, Services, StartWorker, wait_until
+from tests.worker.conftest import SHARD_COUNT, Services, StartWorker, wait_until
 
 DEVICES = [f"device-{number:02}" for number in range(24)]
 SHARDS = {f"shardId-{number:012}" for number in range(SHARD_COUNT)}
@@ -59,25 +68,22 @@ def put_packed_readings(services: Services, documents: Readings) -> None:
         put(services, [(record.partition_key, record.data) for record in packed])
 
 
-def scan(services: Services, table: str) -> list[dict[str, Any]]:
-    pages = services.dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
-    return [item for page in pages for item in page["Items"]]
-
-
-def expected_state(readings: Readings) -> dict[str, Any]:
-    distinct = {(document["device_id"], document["timestamp"]): document for document in readings}
-    aggregates: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-        lambda: {"count": 0, "counted_ms": set(), "sum": Decimal(0)}
-    )
+def expected_state(documents: Readings) -> dict[str, Any]:
+    distinct = {(document["device_id"], document["timestamp"]): document for document in documents}
+    rollups: dict[tuple[str, datetime], list[Any]] = defaultdict(lambda: [0, Decimal(0), None, None])
+    seen: dict[str, list[datetime]] = defaultdict(list)
     for (device, timestamp), document in distinct.items():
-        aggregate = aggregates[(device, timestamp[:16] + "Z")]
-        aggregate["count"] += 1
-        aggregate["counted_ms"].add(int(timestamp[17:19]) * 1000 + int(timestamp[20:23]))
-        aggregate["sum"] += Decimal(str(document["metrics"]["temperature"]))
+        value = Decimal(str(document["metrics"]["temperature"]))
+        rollup = rollups[(device, datetime.fromisoformat(timestamp[:13] + ":00:00+00:00"))]
+        rollup[0] += 1
+        rollup[1] += value
+        rollup[2] = value if rollup[2] is None else min(rollup[2], value)
+        rollup[3] = value if rollup[3] is None else max(rollup[3], value)
+        seen[device].append(datetime.fromisoformat(timestamp))
     latest = {device: document for (device, _), document in sorted(distinct.items())}
     return {
-        "raw": {key: Decimal(str(document["metrics"]["temperature"])) for key, document in distinct.items()},
-        "aggregates": dict(aggregates),
+        "rollups": {key: tuple(rollup) for key, rollup in rollups.items()},
+        "devices": {device: (min(moments), max(moments)) for device, moments in seen.items()},
         "latest": {
             device: (document["timestamp"].encode(), canonical(document))
             for device, document in latest.items()
@@ -91,38 +97,50 @@ def stored_state(services: Services) -> dict[str, Any]:
         fields = services.redis.hgetall(f"latest-reading:{device}")
         if fields:
             latest[device] = (fields[b"timestamp"], fields[b"reading"])
+    with psycopg.connect(services.database.conninfo()) as connection:
+        rollups = connection.execute(
+            "SELECT device_id, hour, count, sum, min, max FROM hourly_rollups WHERE metric = 'temperature'"
+        ).fetchall()
+        devices = connection.execute("SELECT device_id, first_seen, last_seen FROM devices").fetchall()
     return {
-        "raw": {
-            (item["device_id"]["S"], item["timestamp"]["S"]): Decimal(
-                item["metrics"]["M"]["temperature"]["N"]
-            )
-            for item in scan(services, services.raw_table)
-        },
-        "aggregates": {
-            (item["device_id"]["S"], item["minute"]["S"]): {
-                "count": int(item["reading_count"]["N"]),
-                "counted_ms": {int(number) for number in item["counted_ms"]["NS"]},
-                "sum": Decimal(item["metrics"]["M"]["temperature"]["M"]["sum"]["N"]),
-            }
-            for item in scan(services, services.aggregates_table)
-        },
+        "rollups": {(device, hour): tuple(values) for device, hour, *values in rollups},
+        "devices": {device: (first, last) for device, first, last in devices},
         "latest": latest,
     }
 
 
-def alerted(services: Services) -> set[tuple[str, str]]:
-    """(device_id, timestamp) of every alert published; a replay may publish one twice."""
-    alerts = set()
-    while messages := services.sqs.receive_message(
-        QueueUrl=services.alerts_queue_url, MaxNumberOfMessages=10
-    ).get("Messages"):
-        for message in messages:
-            alert = json.loads(message["Body"])
-            alerts.add((alert["device_id"], alert["timestamp"]))
-            services.sqs.delete_message(
-                QueueUrl=services.alerts_queue_url, ReceiptHandle=message["ReceiptHandle"]
-            )
-    return alerts
+def waiting_for_locks(services: Services) -> int:
+    """The worker's database sessions waiting for a lock."""
+    with psycopg.connect(services.database.conninfo()) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'iot_worker' AND wait_event_type = 'Lock'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def archived_lines(services: Services) -> list[bytes]:
+    """Every line of every published archive file, duplicates and all."""
+    return sorted(
+        line
+        for path in services.archive_dir.glob("[0-9]*/*/*/*/*.jsonl.gz")
+        for line in gzip.decompress(path.read_bytes()).splitlines()
+    )
+
+
+def settle_archive(services: Services) -> None:
+    """What a worker's recovery does, at once: once no worker runs, no transaction is in flight."""
+    config = DatabaseConfig.from_env(
+        services.database.environment("iot_worker"),
+        user_variable="DATABASE_USER",
+        password_variable="DATABASE_PASSWORD",
+    )
+
+    async def settle() -> None:
+        async with database.connection_pool(config, statement_timeout_seconds=5) as pool:
+            await worker.settle_archive(pool, Archive(services.archive_dir), min_age_seconds=0)
+
+    asyncio.run(settle())
 
 
 def leases(services: Services) -> dict[str, Any]:
@@ -133,9 +151,10 @@ def leases(services: Services) -> dict[str, Any]:
     }
 
 
-def test_a_worker_takes_over_the_shards_of_a_dead_one_and_every_reading_is_stored_once(
+def test_a_worker_takes_over_the_shards_of_a_dead_one_and_every_reading_is_counted_once(
     services: Services, start_worker: StartWorker
 ) -> None:
+    register(services.database.conninfo(), "client1", DEVICES[:3])
     first, second = start_worker("first"), start_worker("second")
     wait_until(
         lambda: (
@@ -152,13 +171,25 @@ def test_a_worker_takes_over_the_shards_of_a_dead_one_and_every_reading_is_store
     assert put_single_readings(services, [*before, resent]) == SHARDS, "the devices do not cover every shard"
     put(services, [(DEVICES[0], b"not JSON")])
     wait_until(
-        lambda: len(stored_state(services)["raw"]) == len(before),
+        lambda: stored_state(services) == expected_state(before),
         30,
-        lambda: f"{len(stored_state(services)['raw'])} of {len(before)} readings stored before the kill",
+        lambda: f"stored before the kill: {stored_state(services)}",
     )
 
-    first.signal(signal.SIGKILL)
-    assert first.process.wait(timeout=10) == -signal.SIGKILL
+    # Killed in the middle of a batch's transaction: the rollups are locked while these arrive, so that both
+    # workers wait inside theirs (having recorded the batch's readings as counted, uncommitted). The dead
+    # worker's transaction rolls back, and the survivor counts its records once it has taken its shards.
+    during = readings_from(minutes_ago(8), 5, DEVICES)
+    with psycopg.connect(services.database.conninfo()) as locker:
+        locker.execute("LOCK TABLE hourly_rollups IN SHARE MODE")
+        put_packed_readings(services, during)
+        wait_until(
+            lambda: waiting_for_locks(services) == 2,
+            10,  # well within the batch deadline (20 s), which the survivor must meet once the lock is gone
+            lambda: f"{waiting_for_locks(services)} workers wait for the rollups",
+        )
+        first.signal(signal.SIGKILL)
+        assert first.process.wait(timeout=10) == -signal.SIGKILL
     # Newer readings for every device but the first, which gets an older one: Redis must keep its newest.
     after = readings_from(minutes_ago(5), 5, DEVICES[1:]) + readings_from(minutes_ago(20), 1, DEVICES[:1])
     put_packed_readings(services, after)
@@ -169,22 +200,23 @@ def test_a_worker_takes_over_the_shards_of_a_dead_one_and_every_reading_is_store
         services,
         [("mixed", json.dumps({"v": 2, "readings": [neighbours[0], unstorable, neighbours[1]]}).encode())],
     )
-    after += neighbours
+    every_reading = before + during + after + neighbours
 
-    expected = expected_state(before + after)
+    expected = expected_state(every_reading)
     wait_until(
         lambda: stored_state(services) == expected,
         60,
         lambda: f"the survivor leased {second.leased_shards()}; stored {stored_state(services)}",
     )
     assert second.leased_shards() == SHARDS
-    breaches = {
-        (document["device_id"], document["timestamp"])
-        for document in before + after
-        if document["metrics"]["temperature"] > THRESHOLDS["temperature"]["max"]
-    }
-    assert breaches and alerted(services) == breaches
+    # The registry's owners, for ingest and query (the workers publish them when they start).
+    assert services.redis.hgetall(OWNERS_KEY) == {device.encode(): b"client1" for device in DEVICES[:3]}
+    assert services.redis.exists(OWNERS_PUBLISHED_KEY)
 
     second.signal(signal.SIGTERM)
     assert second.process.wait(timeout=20) == 0, "the worker did not stop cleanly on SIGTERM"
     assert all(lease["ref"] is None for lease in leases(services).values()), "the leases were not released"
+    settle_archive(services)
+    distinct = {(document["device_id"], document["timestamp"]): document for document in every_reading}
+    assert archived_lines(services) == sorted(canonical(document) for document in distinct.values())
+    assert list((services.archive_dir / "pending").iterdir()) == []

@@ -1,0 +1,100 @@
+"""A real PostgreSQL for the tests: the server of the pgserver wheel (in the locked dev environment), one per
+test process, and a fresh database per test.
+
+    from tests.postgres import new_database, postgres_server  # noqa: F401  (fixtures, in a conftest)
+
+    def test_something(new_database: NewDatabase) -> None:
+        database = new_database()  # migrated; new_database(migrated=False) for an empty one
+        psycopg.connect(database.conninfo())                # as the admin (superuser)
+        psycopg.connect(database.conninfo("iot_reader"))    # as an application user
+        os.environ |= database.environment("iot_reader")   # DATABASE_* as the functions read them
+
+The server trusts every local connection (pgserver's initdb), so the application users log in with any
+password: the tests exercise their grants, not their authentication.
+"""
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from pgserver.postgres_server import PostgresServer, get_server
+from psycopg.conninfo import make_conninfo
+from stream_worker.migrate import migrate
+
+ADMIN_USER = "postgres"
+# Any: the server trusts local connections. Set so that the code under test takes its password path.
+PASSWORD = "trusted-locally"
+_database_numbers = itertools.count()
+
+
+@dataclass(frozen=True)
+class PostgresDatabase:
+    host: str  # the server's Unix socket directory
+    port: int
+    name: str
+
+    def conninfo(self, user: str = ADMIN_USER) -> str:
+        return make_conninfo(host=self.host, port=self.port, dbname=self.name, user=user, password=PASSWORD)
+
+    def environment(self, user: str) -> dict[str, str]:
+        """The variables of a function or the worker logging in as `user` (DATABASE_PASSWORD: no IAM token;
+        DATABASE_TLS=false: a Unix socket)."""
+        return {
+            "DATABASE_HOST": self.host,
+            "DATABASE_PORT": str(self.port),
+            "DATABASE_NAME": self.name,
+            "DATABASE_USER": user,
+            "DATABASE_PASSWORD": PASSWORD,
+            "DATABASE_TLS": "false",
+        }
+
+    def admin_environment(self) -> dict[str, str]:
+        """The variables of stream_worker.migrate and stream_worker.devices."""
+        return {
+            "DATABASE_HOST": self.host,
+            "DATABASE_PORT": str(self.port),
+            "DATABASE_NAME": self.name,
+            "DATABASE_ADMIN_USER": ADMIN_USER,
+            "DATABASE_ADMIN_PASSWORD": PASSWORD,
+            "DATABASE_TLS": "false",
+        }
+
+
+NewDatabase = Callable[..., PostgresDatabase]
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    # Not under pytest's temporary directory: run as root, pgserver runs the server as a user of its own,
+    # which must reach the data directory, and pytest keeps its directories to their owner.
+    data = Path(tempfile.mkdtemp(prefix="pgserver-"))
+    server = get_server(data, cleanup_mode="stop")
+    yield server
+    server.cleanup()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def new_database(postgres_server: PostgresServer) -> NewDatabase:
+    """Makes a new, empty database on the session's server; migrated (stream_worker.migrate) unless
+    migrated=False."""
+    info = postgres_server.get_postmaster_info()
+    assert info.socket_dir is not None and info.port is not None
+
+    def new(migrated: bool = True) -> PostgresDatabase:
+        database = PostgresDatabase(str(info.socket_dir), info.port, f"test_{next(_database_numbers)}")
+        server_database = make_conninfo(
+            host=database.host, port=database.port, dbname="postgres", user=ADMIN_USER
+        )
+        with psycopg.connect(server_database, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{database.name}"'.encode())
+        if migrated:
+            migrate(database.conninfo())
+        return database
+
+    return new

@@ -1,0 +1,141 @@
+"""`python -m tools.migrate --env ENV [--outputs FILE]`: apply the PostgreSQL migrations of a deployed
+environment (`make migrate ENV=...`).
+
+Runs the environment's admin task definition (the worker's image as the database's admin user; its command is
+`python -m stream_worker.migrate`) as a one-off ECS Fargate task in the worker's cluster, private subnets and
+security group; waits for it to stop; prints its exit code, its log lines and where its logs are; and fails
+unless it exited 0. The outputs file is the one `cdktf deploy --outputs-file outputs/<env>.json` writes; the
+caller's AWS credentials need ecs:RunTask, ecs:DescribeTasks, ecs:DescribeTaskDefinition, iam:PassRole on the
+task's roles, and logs:GetLogEvents.
+
+tools.devices runs the same task with another command.
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+
+from stacks.config import ConfigError
+from tools.local.round_trip import load_outputs
+from tools.verify import configuration
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# The task pulls the image, waits for the database and exits: minutes at most.
+WAIT_DELAY_SECONDS = 6
+WAIT_MAX_ATTEMPTS = 100
+LOG_LINES = 50
+
+
+class AdminTaskError(Exception):
+    pass
+
+
+def run_admin_task(outputs: Mapping[str, Any], command: Sequence[str] | None, session: Any) -> int:
+    """Runs the admin task (with `command` instead of its own, if given) until it stops; returns its exit
+    code. Raises AdminTaskError if ECS cannot start it or it stops without one."""
+    ecs = session.client("ecs")
+    cluster = outputs["worker_cluster_name"]
+    definition = ecs.describe_task_definition(taskDefinition=outputs["admin_task_definition_arn"])[
+        "taskDefinition"
+    ]
+    (container,) = definition["containerDefinitions"]
+    response = ecs.run_task(
+        cluster=cluster,
+        taskDefinition=definition["taskDefinitionArn"],
+        launchType="FARGATE",
+        count=1,
+        startedBy="tools.migrate",
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": list(outputs["private_subnet_ids"]),
+                "securityGroups": [outputs["worker_security_group_id"]],
+                "assignPublicIp": "DISABLED",
+            }
+        },
+        overrides={"containerOverrides": [{"name": container["name"], "command": list(command)}]}
+        if command
+        else {},
+    )
+    if response["failures"] or not response["tasks"]:
+        raise AdminTaskError(f"ECS did not start the task: {response['failures']}")
+    task_arn = response["tasks"][0]["taskArn"]
+    print(f"Started {task_arn} ({' '.join(command or container.get('command', []))})", flush=True)
+    try:
+        ecs.get_waiter("tasks_stopped").wait(
+            cluster=cluster,
+            tasks=[task_arn],
+            WaiterConfig={"Delay": WAIT_DELAY_SECONDS, "MaxAttempts": WAIT_MAX_ATTEMPTS},
+        )
+    except WaiterError as error:
+        raise AdminTaskError(f"{task_arn} did not stop in time: {error}") from None
+    task = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])["tasks"][0]
+    print_logs(session, container, task_arn)
+    exit_code = next((c.get("exitCode") for c in task["containers"] if c["name"] == container["name"]), None)
+    if exit_code is None:
+        raise AdminTaskError(
+            f"{task_arn} stopped without an exit code: {task.get('stoppedReason', 'no reason')}"
+        )
+    print(f"The task exited with {exit_code}")
+    return int(exit_code)
+
+
+def print_logs(session: Any, container: Mapping[str, Any], task_arn: str) -> None:
+    """Where the task's logs are (the awslogs driver's group and stream), and their last lines."""
+    options = container.get("logConfiguration", {}).get("options", {})
+    if "awslogs-group" not in options:
+        print("The task's container sends its logs nowhere this tool can read")
+        return
+    group = options["awslogs-group"]
+    stream = f"{options['awslogs-stream-prefix']}/{container['name']}/{task_arn.rsplit('/', 1)[-1]}"
+    print(f"Logs: log group {group}, stream {stream}")
+    try:
+        events = session.client("logs").get_log_events(
+            logGroupName=group, logStreamName=stream, limit=LOG_LINES, startFromHead=False
+        )["events"]
+    except ClientError as error:
+        print(f"  (not readable: {error})")
+        return
+    for event in events:
+        print(f"  {event['message']}")
+
+
+def run(environment: str, outputs_path: Path | None, command: Sequence[str] | None) -> int:
+    """The admin task of `environment`, from its outputs file; the exit status for the command line."""
+    path = outputs_path or PROJECT_ROOT / "outputs" / f"{environment}.json"
+    try:
+        config = configuration(environment, os.environ)
+        outputs = load_outputs(path)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as error:
+        print(f"error: cannot read the outputs file {path}: {error}", file=sys.stderr)
+        return 2
+    if config.emulator_endpoint:
+        print(f"error: {environment} runs on the emulator, which runs no containers", file=sys.stderr)
+        return 2
+    session = boto3.Session(region_name=outputs["admin_task_definition_arn"].split(":")[3])
+    try:
+        exit_code = run_admin_task(outputs, command, session)
+    except (AdminTaskError, BotoCoreError, ClientError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0 if exit_code == 0 else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.migrate", description=__doc__.split("\n")[0])
+    parser.add_argument("--env", required=True, help="dev, staging, prod, or a short-lived suffix (pr-7)")
+    parser.add_argument("--outputs", type=Path, help="the outputs file (default: outputs/<ENV>.json)")
+    args = parser.parse_args(argv)
+    return run(args.env, args.outputs, command=None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
