@@ -171,7 +171,10 @@ class Processing:
                 },
                 secrets,
             ),
-            admin=ContainerEnvironment(database.environment, database.admin_credentials),
+            # The region names the RDS CA bundle that verifies the server (TLS verify-full).
+            admin=ContainerEnvironment(
+                {**database.environment, "AWS_REGION": context.account.region}, database.admin_credentials
+            ),
         )
         stream.grant_read(worker)
         database.grant_connect(worker, WRITER_USER)
