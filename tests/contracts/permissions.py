@@ -21,12 +21,15 @@ from tests.contracts.aws_needs import KEY_ARGUMENTS, KEY_USE, NEEDS
 from tests.contracts.recorder import Call
 from tests.contracts.recording import ROTATED_SECRET, Recording, setting_for
 from tests.contracts.stack_model import (
+    MASTER_SECRET_ARN,
+    MASTER_SECRET_HOLDERS,
     REFERENCE,
     Address,
     Body,
     Stack,
     arn,
     arn_of_value,
+    attribute,
     body,
     build_arn,
     container_definitions,
@@ -157,6 +160,21 @@ def code_requirements(
     return found, problems
 
 
+def database_user_requirements(stack: Stack, who: str, setting: Any) -> tuple[list[Requirement], list[str]]:
+    """rds-db:connect as the DATABASE_USER a principal's settings name, on the database DATABASE_HOST names:
+    IAM authentication tokens are signed locally, so the recording never sees this one."""
+    user, host = setting("DATABASE_USER"), setting("DATABASE_HOST")
+    if not user:
+        return [], []
+    database = referenced(host)
+    if database is None or database.type not in MASTER_SECRET_HOLDERS:
+        return [], [f"{who} logs in to PostgreSQL as {user} at {host}, which is no database of the stack"]
+    resource_id = attribute(
+        stack, database, "cluster_resource_id" if database.type == "aws_rds_cluster" else "resource_id"
+    )
+    return _needs("rds-iam-auth", build_arn(stack, "rds-db", f"dbuser:{resource_id}/{user}")), []
+
+
 def function_requirements(stack: Stack, address: Address, function: Body) -> list[Requirement]:
     """What Lambda does with the function's role: interfaces, traces, logs, settings, event sources."""
     found = []
@@ -207,6 +225,9 @@ def worker_requirements(
     for container in containers:
         settings |= container_environment(container)
     task_role, problems = code_requirements(stack, "the worker", calls, settings.get)
+    database_login, unknown_database = database_user_requirements(stack, "the worker", settings.get)
+    task_role += database_login
+    problems += unknown_database
     for volume in task.get("volume", []):
         efs = volume.get("efs_volume_configuration")
         if not efs or efs.get("authorization_config", {}).get("iam") != "ENABLED":
@@ -233,8 +254,15 @@ def worker_requirements(
         for secret in container.get("secrets", []):
             source = REFERENCE.search(secret["valueFrom"])
             address = Address(source.group(1), source.group(2)) if source else None
-            if address is not None and address.type == "aws_secretsmanager_secret":
-                execution_role += _needs("ecs-secrets", arn(stack, address))
+            if (
+                source is not None
+                and address is not None
+                and (
+                    address.type == "aws_secretsmanager_secret"
+                    or (address.type in MASTER_SECRET_HOLDERS and source.group(3) == MASTER_SECRET_ARN)
+                )
+            ):
+                execution_role += _needs("ecs-secrets", interpolate(stack, source.group(0)))
                 execution_role += key_requirements(stack, address, "secretsmanager:GetSecretValue")
             else:
                 problems.append(
@@ -259,7 +287,9 @@ def principals(stack: Stack, recording: Recording) -> list[Principal]:
             return _rotated_secret(stack, address) if name == ROTATED_SECRET else variables.get(name)
 
         needed, problems = code_requirements(stack, component, recording.calls.get(component, ()), setting)
-        needed += function_requirements(stack, address, resource)
+        database_login, unknown_database = database_user_requirements(stack, component, setting)
+        needed += database_login + function_requirements(stack, address, resource)
+        problems += unknown_database
         role = referenced(resource["role"])
         assert role is not None, f"{component}'s role is not a reference: {resource['role']}"
         found.append(Principal(component, role, tuple(needed), tuple(problems)))
