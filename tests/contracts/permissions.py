@@ -60,6 +60,9 @@ SERVICE_TYPES = {
     "elasticache": "aws_elasticache_replication_group",
     "sqs": "aws_sqs_queue",
 }
+# Settings naming a resource that exists only beside a data store some stacks lack, by the store's resource
+# type: the local stack has no Redis, so its functions get no Redis settings and make no calls for it.
+STORE_SETTINGS = {"REDIS_AUTH_TOKEN_SECRET_ARN": "aws_elasticache_replication_group"}
 # Parliament's findings that mean a statement cannot do what it says.
 LINT_ISSUES = {"RESOURCE_MISMATCH", "UNKNOWN_ACTION", "UNKNOWN_PREFIX", "MALFORMED"}
 DOCUMENT_REFERENCE = re.compile(r"\$\{data\.aws_iam_policy_document\.([^.{}]+)\.json\}")
@@ -146,6 +149,8 @@ def code_requirements(
             problems.append(
                 f"{who} calls {call.operation} on {call.resource}, which the recording cannot trace"
             )
+            continue
+        if value is None and name in STORE_SETTINGS and not resources(stack, STORE_SETTINGS[name]):
             continue
         if value is None:
             problems.append(
