@@ -177,15 +177,16 @@ def redis_server(directory: Path, password: str) -> Iterator[int]:
 def postgres_server(directory: Path) -> Iterator[int]:
     """PostgreSQL from the pgserver wheel on a loopback port, as RDS listens on its endpoint (pg8000 speaks
     TCP only), with the empty database DATABASE_NAME; yields the port."""
-    import pgserver
     import psycopg
+    from pgserver import pg_ctl  # type: ignore[attr-defined]  # pgserver makes one per binary, at import
+    from pgserver.postgres_server import get_server
 
-    server = pgserver.get_server(directory / "postgres", cleanup_mode=None)
+    server = get_server(directory / "postgres", cleanup_mode=None)
     info = server.get_postmaster_info()
     port = free_port()
     # pgserver starts it on a Unix socket only.
     restart = ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {info.socket_dir}", "-l", str(server.log), "restart"]
-    pgserver.pg_ctl(restart, pgdata=server.pgdata, user=server.system_user, timeout=30)
+    pg_ctl(restart, pgdata=server.pgdata, user=server.system_user, timeout=30)
     try:
         with psycopg.connect(
             host="127.0.0.1", port=port, dbname="postgres", user="postgres", autocommit=True
@@ -193,7 +194,7 @@ def postgres_server(directory: Path) -> Iterator[int]:
             admin.execute(f"CREATE DATABASE {DATABASE_NAME}".encode())
         yield port
     finally:
-        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 
 
 def database_environment(port: int, user: str) -> dict[str, str]:
