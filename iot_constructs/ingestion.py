@@ -37,8 +37,8 @@ class IngestionSettings:
 class Ingestion:
     """POST /v1/readings through the ingest function onto the stream; the devices' readings through the query
     function: GET /v1/devices/{device_id}/readings from the raw `readings` table, .../latest from Redis and
-    .../rollups from PostgreSQL (as READER_USER). Both check with the device registry, cached in Redis, that
-    the caller owns the device.
+    .../rollups from PostgreSQL (as READER_USER). Both refuse devices the caller does not own, by the owners
+    map the worker publishes from the device registry into Redis.
 
     A grouping, not a construct: its parts are built in `scope`, so that their Terraform addresses stay
     where deployed stacks have them.

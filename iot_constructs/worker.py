@@ -1,4 +1,5 @@
-"""The ECS Fargate stream worker: cluster, image repository, task definition, service and autoscaling."""
+"""The ECS Fargate stream worker: cluster, image repository, task definitions (the worker's, which migrates
+the database first, and the admin task's), service and autoscaling."""
 
 import json
 from collections.abc import Mapping, Sequence
