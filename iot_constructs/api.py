@@ -156,7 +156,8 @@ class Route:
 class Api(Construct):
     """The REST API devices and apps call: SigV4 (IAM) plus an API key on every method, throttled per client.
 
-    `ingest` serves POST /v1/readings; `query` serves GET /v1/devices/{device_id}/readings.
+    `ingest` serves POST /v1/readings; `query` serves GET /v1/devices/{device_id}/readings (the raw window),
+    .../latest (the device's latest reading) and .../rollups (hourly or daily history).
     """
 
     def __init__(
@@ -264,6 +265,24 @@ class Api(Construct):
 
         v1 = resource("v1", api.root_resource_id, "v1")
         device = resource("device", resource("devices", v1.id, "devices").id, "{device_id}")
+
+        def device_route(path_part: str, query_parameters: tuple[str, ...]) -> Route:
+            """GET /v1/devices/{device_id}/<path_part> by the query function; the gateway refuses requests
+            without the device, and the function validates what the query string holds."""
+            return Route(
+                "GET",
+                resource(f"device-{path_part}", device.id, path_part),
+                f"v1/devices/*/{path_part}",
+                query,
+                {
+                    "request_validator_id": validate_parameters.id,
+                    "request_parameters": {
+                        "method.request.path.device_id": True,
+                        **{f"method.request.querystring.{name}": False for name in query_parameters},
+                    },
+                },
+            )
+
         return [
             Route(
                 "POST",
@@ -275,22 +294,9 @@ class Api(Construct):
                     "request_models": {"application/json": readings_model.name},
                 },
             ),
-            Route(
-                "GET",
-                resource("device-readings", device.id, "readings"),
-                "v1/devices/*/readings",
-                query,
-                {
-                    "request_validator_id": validate_parameters.id,
-                    "request_parameters": {
-                        "method.request.path.device_id": True,
-                        "method.request.querystring.from": False,
-                        "method.request.querystring.to": False,
-                        "method.request.querystring.limit": False,
-                        "method.request.querystring.next_token": False,
-                    },
-                },
-            ),
+            device_route("readings", ("from", "to", "limit", "next_token")),
+            device_route("latest", ()),
+            device_route("rollups", ("from", "to", "resolution", "limit", "next_token")),
         ]
 
     def _method(self, api: ApiGatewayRestApi, route: Route) -> list[Any]:

@@ -23,7 +23,7 @@ from constructs import Construct
 
 from iot_constructs.context import Context, Metric, export
 from iot_constructs.function import Function
-from iot_constructs.iam import allow, grant
+from iot_constructs.iam import Grant, Grantable, allow, grant
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.network import Client, Network, connect
 from iot_constructs.worker import SecretValue
@@ -107,6 +107,14 @@ class Cache(Construct):
             for member in range(1, settings.replicas_per_shard + 2)
         ]
         self.auth_token = SecretValue(secret.arn, "auth_token", key)
+        # Where clients connect: always over TLS, always in cluster mode. The token comes separately: the
+        # worker's as an ECS secret, the functions' read from its secret (grant_read_auth_token).
+        self.environment = {
+            "REDIS_HOST": self.configuration_endpoint,
+            "REDIS_PORT": str(REDIS_PORT),
+            "REDIS_TLS": "true",
+            "REDIS_CLUSTER": "true",
+        }
         self._rotation(settings, token_rotator, secret, group, key)
         export(
             scope, "redis_configuration_endpoint", self.configuration_endpoint, "Redis cluster endpoint (TLS)"
@@ -201,6 +209,16 @@ class Cache(Construct):
                 automatically_after_days=settings.token_rotation_days
             ),
             depends_on=[permission],
+        )
+
+    def grant_read_auth_token(self, grantee: Grantable) -> Grant:
+        """Let `grantee` read the current AUTH token (and again after a rotation) from its secret."""
+        return grant(
+            self,
+            grantee,
+            "read-redis-auth-token",
+            allow(["secretsmanager:GetSecretValue"], [self.auth_token.secret_arn]),
+            self.auth_token.key.grant_decrypt(),
         )
 
     def allow_connections_from(self, client: Client, name: str) -> None:

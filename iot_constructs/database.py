@@ -21,9 +21,10 @@ from cdktf_cdktf_provider_aws.security_group import SecurityGroup
 from constructs import Construct
 
 from iot_constructs.context import Context, Metric, export
-from iot_constructs.iam import service_role
+from iot_constructs.iam import Grant, Grantable, allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.network import Client, Network, connect
+from iot_constructs.worker import SecretValue
 
 POSTGRES_PORT = 5432
 # The major version only: AWS applies minor upgrades automatically (auto_minor_version_upgrade), and the
@@ -32,6 +33,11 @@ POSTGRES_PORT = 5432
 POSTGRES_VERSION = "16"
 DATABASE_NAME = "iot"
 DATABASE_ADMIN = "iot_admin"
+# The application's users, created by the first migration (functions/stream_worker/migrations/0001_*.sql)
+# and logging in with IAM authentication tokens: the worker writes the registry and the rollups, the query
+# function reads the rollups.
+WRITER_USER = "iot_worker"
+READER_USER = "iot_reader"
 # rds.force_ssl refuses unencrypted connections; the rest logs what an operator needs after an incident
 # (schema changes, slow statements, connections, lock waits), but never the data itself.
 POSTGRES_PARAMETERS = {
@@ -95,6 +101,8 @@ class Database(Construct):
         self.identifier = identifier = context.naming.name("postgres")
         self.engine = settings.engine
         self.port = POSTGRES_PORT
+        self._account = context.account
+        self._key = key
         aurora = settings.engine == "aurora-serverless"
         self.security_group = SecurityGroup(
             self,
@@ -142,6 +150,18 @@ class Database(Construct):
                 automatically_after_days=settings.password_rotation_days
             ),
         )
+        # Where clients connect; each adds the DATABASE_USER it is granted (grant_connect).
+        self.environment = {
+            "DATABASE_HOST": self.endpoint,
+            "DATABASE_PORT": str(POSTGRES_PORT),
+            "DATABASE_NAME": DATABASE_NAME,
+        }
+        # The master user from the secret RDS manages, for the admin commands (migrations, registering
+        # devices): the only password login, injected only into the admin container.
+        self.admin_credentials = {
+            "DATABASE_ADMIN_USER": SecretValue(self.master_secret_arn, "username", key),
+            "DATABASE_ADMIN_PASSWORD": SecretValue(self.master_secret_arn, "password", key),
+        }
         export(scope, "database_endpoint", self.endpoint, "PostgreSQL writer endpoint (TLS, port 5432)")
         export(
             scope,
@@ -215,6 +235,7 @@ class Database(Construct):
             )
         self.endpoint: str = cluster.endpoint
         self.master_secret_arn: str = cluster.master_user_secret.get(0).secret_arn
+        self._resource_id: str = cluster.cluster_resource_id  # cluster-..., what IAM authentication names
 
     def _instance(
         self, settings: DatabaseSettings, common: dict[str, Any], monitoring: dict[str, Any]
@@ -244,10 +265,21 @@ class Database(Construct):
         )
         self.endpoint = instance.address
         self.master_secret_arn = instance.master_user_secret.get(0).secret_arn
+        self._resource_id = instance.resource_id  # db-..., what IAM authentication names
 
     def allow_connections_from(self, client: Client, name: str) -> None:
         """Let `client` open PostgreSQL connections to this store, and only those."""
         connect(client, name, self, self.security_group.id, POSTGRES_PORT, "PostgreSQL")
+
+    def grant_connect(self, grantee: Grantable, user: str) -> Grant:
+        """Let `grantee` log in as the database user `user` with IAM authentication tokens, and as no other.
+
+        Tokens are signed locally: rds-db:connect is checked when PostgreSQL receives one, never called."""
+        account = self._account
+        user_arn = (
+            f"arn:{account.partition}:rds-db:{account.region}:{account.id}:dbuser:{self._resource_id}/{user}"
+        )
+        return grant(self, grantee, f"connect-postgres-as-{user}", allow(["rds-db:connect"], [user_arn]))
 
     def metric(self, name: str, statistic: str) -> Metric:
         dimension = "DBClusterIdentifier" if self.engine == "aurora-serverless" else "DBInstanceIdentifier"

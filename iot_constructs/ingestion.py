@@ -6,11 +6,12 @@ from constructs import Construct
 
 from iot_constructs.api import Api, ApiSettings
 from iot_constructs.context import Context, export
+from iot_constructs.data import Data
+from iot_constructs.database import READER_USER
 from iot_constructs.function import Function, FunctionSettings
 from iot_constructs.kms import Keys
 from iot_constructs.network import Network
 from iot_constructs.stream import Stream, StreamSettings
-from iot_constructs.table import Table
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,10 @@ class IngestionSettings:
 
 
 class Ingestion:
-    """POST /v1/readings through the ingest function onto the stream; GET /v1/devices/{device_id}/readings
-    through the query function from the raw `readings` table.
+    """POST /v1/readings through the ingest function onto the stream; the devices' readings through the query
+    function: GET /v1/devices/{device_id}/readings from the raw `readings` table, .../latest from Redis and
+    .../rollups from PostgreSQL (as READER_USER). Both refuse devices the caller does not own, by the owners
+    map the worker publishes from the device registry into Redis.
 
     A grouping, not a construct: its parts are built in `scope`, so that their Terraform addresses stay
     where deployed stacks have them.
@@ -49,10 +52,15 @@ class Ingestion:
         context: Context,
         network: Network,
         keys: Keys,
-        readings: Table,
+        data: Data,
     ) -> None:
         self.stream = Stream(scope, "stream", settings.stream, context=context, key=keys.stream)
         limits = settings.limits
+        cache, database = data.cache, data.database
+        # Where there is no Redis (the emulator), the functions get none of its settings.
+        redis = (
+            {**cache.environment, "REDIS_AUTH_TOKEN_SECRET_ARN": cache.auth_token.secret_arn} if cache else {}
+        )
         self.ingest = Function(
             scope,
             "ingest",
@@ -67,6 +75,7 @@ class Ingestion:
                 "MAX_CLOCK_SKEW_SECONDS": str(limits.max_clock_skew_seconds),
                 "MAX_READING_AGE_SECONDS": str(limits.max_reading_age_seconds),
                 "PUT_RECORDS_MAX_ATTEMPTS": str(limits.put_records_max_attempts),
+                **redis,
             },
         )
         self.stream.grant_write(self.ingest)
@@ -77,14 +86,25 @@ class Ingestion:
             context=context,
             key=keys.data,
             network=network,
-            environment={"RAW_TABLE_NAME": readings.table_name},
+            environment={
+                "RAW_TABLE_NAME": data.readings.table_name,
+                **database.environment,
+                "DATABASE_USER": READER_USER,
+                **redis,
+            },
         )
-        readings.grant(self.query, "read-readings-table", "dynamodb:Query")
+        data.readings.grant(self.query, "read-readings-table", "dynamodb:Query")
+        database.grant_connect(self.query, READER_USER)
+        database.allow_connections_from(self.query, "query")
+        if cache:
+            for function in (self.ingest, self.query):
+                cache.grant_read_auth_token(function)
+                cache.allow_connections_from(function, function.node.id)
         self.api = Api(scope, "api", settings.api, context=context, ingest=self.ingest, query=self.query)
         export(scope, "ingest_function_name", self.ingest.function_name, "Handles POST /v1/readings")
         export(
             scope,
             "query_function_name",
             self.query.function_name,
-            "Handles GET /v1/devices/{device_id}/readings",
+            "Handles GET /v1/devices/{device_id}/readings, .../latest and .../rollups",
         )

@@ -1,4 +1,5 @@
-"""The stream's two consumers, the processor function and the ECS worker, and the sink they write to."""
+"""The stream's two consumers and what each owns: the processor function writes the DynamoDB tables and the
+alerts (the sink); the ECS worker writes PostgreSQL, Redis and the archive on EFS."""
 
 from dataclasses import dataclass, field
 
@@ -9,13 +10,20 @@ from constructs import Construct
 from iot_constructs.alert_topic import AlertTopic
 from iot_constructs.context import Context, export
 from iot_constructs.data import Data
+from iot_constructs.database import WRITER_USER
 from iot_constructs.event_source import EventSourceSettings, StreamEventSource
 from iot_constructs.function import Function, FunctionSettings
 from iot_constructs.iam import Grant, Grantable, allow, grant
 from iot_constructs.kms import Keys
 from iot_constructs.network import Network
 from iot_constructs.stream import Stream
-from iot_constructs.worker import ARTEFACTS_DIR, SecretValue, WorkerService, WorkerSettings
+from iot_constructs.worker import (
+    ARTEFACTS_DIR,
+    ContainerEnvironment,
+    SecretValue,
+    WorkerService,
+    WorkerSettings,
+)
 
 
 @dataclass(frozen=True)
@@ -38,8 +46,8 @@ class ProcessingSettings:
 
 
 class Sink:
-    """Where the consumers put processed readings: the raw and aggregate tables, and alerts on the topic
-    when a reading crosses the thresholds (an SSM parameter). One environment and one grant, for both."""
+    """Where the processor puts processed readings: the raw and aggregate tables, and alerts on the topic
+    when a reading crosses the thresholds (an SSM parameter). Its one writer; the worker writes elsewhere."""
 
     def __init__(
         self, scope: Construct, settings: SinkSettings, *, context: Context, data: Data, alerts: AlertTopic
@@ -121,7 +129,7 @@ class Processing:
             scope, "processor-events", settings.event_source, function=self.processor, stream=stream
         )
         export(scope, "processor_function_name", self.processor.function_name, "Consumes the stream")
-        self.worker = self._worker(scope, settings.worker, context, network, keys, stream, data, sink)
+        self.worker = self._worker(scope, settings.worker, context, network, keys, stream, data)
 
     @staticmethod
     def _worker(
@@ -132,12 +140,10 @@ class Processing:
         keys: Keys,
         stream: Stream,
         data: Data,
-        sink: Sink,
     ) -> WorkerService:
+        """The worker and its admin task: the one writer of PostgreSQL (as WRITER_USER, with IAM tokens),
+        Redis and the archive on the file system."""
         database, cache = data.database, data.cache
-        redis: dict[str, str] = (
-            {"REDIS_HOST": cache.configuration_endpoint, "REDIS_PORT": str(cache.port)} if cache else {}
-        )
         secrets: dict[str, SecretValue] = {"REDIS_AUTH_TOKEN": cache.auth_token} if cache else {}
         worker = WorkerService(
             scope,
@@ -148,20 +154,30 @@ class Processing:
             key=keys.data,
             file_system=data.file_system,
             stream=stream,
-            environment={
-                "POWERTOOLS_SERVICE_NAME": "stream-worker",
-                "POWERTOOLS_LOG_LEVEL": "INFO",
-                "STREAM_NAME": stream.stream_name,
-                **sink.environment,
-                "DATABASE_HOST": database.endpoint,
-                "DATABASE_PORT": str(database.port),
-                "ARTEFACTS_DIR": ARTEFACTS_DIR,
-                **redis,
-            },
-            secrets=secrets,
+            worker=ContainerEnvironment(
+                {
+                    "POWERTOOLS_SERVICE_NAME": "stream-worker",
+                    "POWERTOOLS_LOG_LEVEL": "INFO",
+                    "AWS_REGION": context.account.region,
+                    "STREAM_NAME": stream.stream_name,
+                    # How far back the stream can deliver a reading again: how long the worker remembers
+                    # what it has counted.
+                    "STREAM_RETENTION_HOURS": str(stream.retention_hours),
+                    **database.environment,
+                    "DATABASE_USER": WRITER_USER,
+                    # Under the access point's root, which the worker's user owns: it creates this itself.
+                    "ARCHIVE_DIR": f"{ARTEFACTS_DIR}/archive",
+                    **(cache.environment if cache else {}),
+                },
+                secrets,
+            ),
+            # The region names the RDS CA bundle that verifies the server (TLS verify-full).
+            admin=ContainerEnvironment(
+                {**database.environment, "AWS_REGION": context.account.region}, database.admin_credentials
+            ),
         )
         stream.grant_read(worker)
-        sink.grant_write(worker)
+        database.grant_connect(worker, WRITER_USER)
         database.allow_connections_from(worker, "worker")
         if cache:
             cache.allow_connections_from(worker, "worker")

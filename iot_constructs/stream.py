@@ -112,6 +112,7 @@ class Stream(Construct):
         )
         self.stream_name: str = stream.name
         self.stream_arn: str = stream.arn
+        self.retention_hours = settings.retention_hours
         self._key = key
         self.processing_dead_letters = DeadLetterQueue(
             self, "processing-dead-letters", name=naming.name("processing-dlq"), key=key

@@ -1,8 +1,9 @@
-"""The ECS Fargate stream worker: cluster, image repository, task definition, service and autoscaling."""
+"""The ECS Fargate stream worker: cluster, image repository, task definitions (the worker's, which migrates
+the database first, and the admin task's), service and autoscaling."""
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from cdktf import Fn, TerraformResourceLifecycle
@@ -48,6 +49,12 @@ ECR_PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr
 KEPT_IMAGES = 20
 WORKER_USER = "1000:1000"  # the image's non-root user (functions/stream_worker/Dockerfile)
 ARTEFACTS_DIR = "/mnt/artefacts"
+# Applies the database's pending migrations (functions/stream_worker/migrations) under an advisory lock, and
+# does nothing when none is pending; the admin task runs other admin commands with a command override.
+MIGRATE_COMMAND = ("python", "-m", "stream_worker.migrate")
+# The admin task only talks to PostgreSQL: Fargate's smallest size.
+ADMIN_CPU = 256
+ADMIN_MEMORY_MB = 512
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,14 @@ class SecretValue:
     def reference(self) -> str:
         """How ECS names it in a task definition."""
         return f"{self.secret_arn}:{self.json_key}::"
+
+
+@dataclass(frozen=True)
+class ContainerEnvironment:
+    """What a container of the worker's image is given: variables, and secrets ECS injects at task start."""
+
+    variables: Mapping[str, str]
+    secrets: Mapping[str, SecretValue] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,10 +102,15 @@ class WorkerSettings:
 
 
 class WorkerService(Construct):
-    """The stream worker on ECS Fargate, in the private subnets without public IPs.
+    """The stream worker on ECS Fargate, in the private subnets without public IPs, and the admin task that
+    applies the database's migrations.
 
-    The task role starts empty; what the worker may touch comes from grants on the resources it uses. The
-    file system is mounted at ARTEFACTS_DIR through its access point, with TLS and IAM authorization.
+    Each worker task first runs the migrations in its init container "migrate" and starts the worker once
+    they have succeeded, so that a deployment never runs code ahead of its schema; the admin task definition
+    (output `admin_task_definition_arn`) runs the same container alone, for `make migrate` and the other
+    admin commands. The task role starts empty; what the worker may touch comes from grants on the resources
+    it uses. The file system is mounted at ARTEFACTS_DIR through its access point, with TLS and IAM
+    authorization.
     """
 
     def __init__(
@@ -104,11 +124,12 @@ class WorkerService(Construct):
         key: EncryptionKey,
         file_system: FileSystem,
         stream: Stream,
-        environment: Mapping[str, str],
-        secrets: Mapping[str, SecretValue],
+        worker: ContainerEnvironment,
+        admin: ContainerEnvironment,
     ) -> None:
-        """`key` encrypts the image repository (ECR decrypts for pulls itself); `secrets` are injected into
-        the environment when a task starts."""
+        """`key` encrypts the image repository (ECR decrypts for pulls itself); `worker` is what the worker
+        runs with, `admin` what the migrations and admin commands run with (the database's admin
+        credentials: only that container gets them)."""
         super().__init__(scope, id)
         self._naming = naming = context.naming
         name = naming.name("worker")
@@ -117,7 +138,9 @@ class WorkerService(Construct):
         )
         repository = self._repository(name, key)
         log_group = context.log_group(self, "log-group", f"/{naming.project}/{naming.suffix}/worker")
-        execution_role = self._execution_role(context, repository, log_group, secrets)
+        execution_role = self._execution_role(
+            context, repository, log_group, [*worker.secrets.values(), *admin.secrets.values()]
+        )
         self.task_role: IamRole = service_role(
             self,
             "task-role",
@@ -131,8 +154,41 @@ class WorkerService(Construct):
         )
         file_system.allow_connections_from(self, "worker")
 
-        container = self._container(settings, context, repository, log_group, environment, secrets)
-        task_definition = self._task_definition(name, settings, container, execution_role.arn, file_system)
+        image = f"{repository.repository_url}:{settings.image_tag}"
+        logs = {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group.name,
+                "awslogs-region": context.account.region,
+                "awslogs-stream-prefix": "worker",
+            },
+        }
+        worker_container = _container(
+            "worker",
+            image,
+            logs,
+            worker,
+            essential=True,
+            volumes={"artefacts": ARTEFACTS_DIR, "tmp": "/tmp"},
+            after_success_of="migrate",
+        )
+        migrate = _container("migrate", image, logs, admin, essential=False, command=MIGRATE_COMMAND)
+        task_definition = self._task_definition(
+            "task-definition",
+            name,
+            (settings.cpu, settings.memory_mb),
+            [migrate, worker_container],
+            execution_role.arn,
+            file_system,
+        )
+        admin_task_definition = self._task_definition(
+            "admin-task-definition",
+            naming.name("worker-admin"),
+            (ADMIN_CPU, ADMIN_MEMORY_MB),
+            [_container("migrate", image, logs, admin, essential=True, command=MIGRATE_COMMAND)],
+            execution_role.arn,
+            None,
+        )
         service = EcsService(
             self,
             "service",
@@ -165,50 +221,30 @@ class WorkerService(Construct):
             self.repository_url,
             "Push the worker image here, tagged immutably",
         )
+        export(
+            scope,
+            "worker_security_group_id",
+            self.security_group_id,
+            "The worker's security group: one-off tasks that reach the data stores run with it",
+        )
+        export(
+            scope,
+            "admin_task_definition_arn",
+            admin_task_definition.arn,
+            "Runs the database migrations (or, with a command override, another admin command) once, in "
+            "the private subnets with the worker's security group",
+        )
 
     @property
     def grant_principal(self) -> IamRole:
         return self.task_role
-
-    @staticmethod
-    def _container(
-        settings: WorkerSettings,
-        context: Context,
-        repository: EcrRepository,
-        log_group: CloudwatchLogGroup,
-        environment: Mapping[str, str],
-        secrets: Mapping[str, SecretValue],
-    ) -> dict[str, Any]:
-        """The worker's container: non-root, read-only root filesystem, logs to its group."""
-        return {
-            "name": "worker",
-            "image": f"{repository.repository_url}:{settings.image_tag}",
-            "essential": True,
-            "user": WORKER_USER,
-            "readonlyRootFilesystem": True,
-            "privileged": False,
-            "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
-            "secrets": [{"name": k, "valueFrom": v.reference} for k, v in sorted(secrets.items())],
-            "mountPoints": [
-                {"sourceVolume": "artefacts", "containerPath": ARTEFACTS_DIR, "readOnly": False},
-                {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False},
-            ],
-            "logConfiguration": {
-                "logDriver": "awslogs",
-                "options": {
-                    "awslogs-group": log_group.name,
-                    "awslogs-region": context.account.region,
-                    "awslogs-stream-prefix": "worker",
-                },
-            },
-        }
 
     def _execution_role(
         self,
         context: Context,
         repository: EcrRepository,
         log_group: CloudwatchLogGroup,
-        secrets: Mapping[str, SecretValue],
+        secrets: Sequence[SecretValue],
     ) -> ServiceRole:
         """The role ECS starts tasks with: pulls the image, writes the log group, reads the secrets."""
         role = service_role(
@@ -218,8 +254,8 @@ class WorkerService(Construct):
             service="ecs-tasks.amazonaws.com",
             account=context.account,
         )
-        secret_arns = list(dict.fromkeys(secret.secret_arn for secret in secrets.values()))
-        secret_keys = {secret.key.key_arn: secret.key for secret in secrets.values()}.values()
+        secret_arns = list(dict.fromkeys(secret.secret_arn for secret in secrets))
+        secret_keys = {secret.key.key_arn: secret.key for secret in secrets}.values()
         grant(
             self,
             role,
@@ -227,8 +263,7 @@ class WorkerService(Construct):
             allow(["ecr:GetAuthorizationToken"], ["*"]),
             allow(ECR_PULL_ACTIONS, [repository.arn]),
             allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group.arn}:log-stream:*"]),
-            # A statement needs resources: none when the task gets no secrets (the local environment).
-            *([allow(["secretsmanager:GetSecretValue"], secret_arns)] if secret_arns else []),
+            allow(["secretsmanager:GetSecretValue"], secret_arns),
             *(secret_key.grant_decrypt() for secret_key in secret_keys),
         )
         return role
@@ -260,24 +295,21 @@ class WorkerService(Construct):
 
     def _task_definition(
         self,
-        name: str,
-        settings: WorkerSettings,
-        container: dict[str, Any],
+        id: str,
+        family: str,
+        size: tuple[int, int],
+        containers: list[dict[str, Any]],
         execution_role_arn: str,
-        file_system: FileSystem,
+        file_system: FileSystem | None,
     ) -> EcsTaskDefinition:
-        return EcsTaskDefinition(
-            self,
-            "task-definition",
-            family=name,
-            requires_compatibilities=["FARGATE"],
-            network_mode="awsvpc",
-            cpu=str(settings.cpu),
-            memory=str(settings.memory_mb),
-            execution_role_arn=execution_role_arn,
-            task_role_arn=self.task_role.arn,
-            container_definitions=Fn.jsonencode([container]),
-            volume=[
+        """A Fargate task definition of `containers`, `size` (CPU units, memory in MB) large, with the task
+        role when `file_system` (the worker's) is mounted: the admin task calls no AWS API."""
+        cpu, memory_mb = size
+        # The root filesystem is read-only; the task's ephemeral storage backs /tmp.
+        volumes = [EcsTaskDefinitionVolume(name="tmp")]
+        if file_system:
+            volumes.insert(
+                0,
                 EcsTaskDefinitionVolume(
                     name="artefacts",
                     efs_volume_configuration=EcsTaskDefinitionVolumeEfsVolumeConfiguration(
@@ -288,9 +320,19 @@ class WorkerService(Construct):
                         ),
                     ),
                 ),
-                # The root filesystem is read-only; the task's ephemeral storage backs /tmp.
-                EcsTaskDefinitionVolume(name="tmp"),
-            ],
+            )
+        return EcsTaskDefinition(
+            self,
+            id,
+            family=family,
+            requires_compatibilities=["FARGATE"],
+            network_mode="awsvpc",
+            cpu=str(cpu),
+            memory=str(memory_mb),
+            execution_role_arn=execution_role_arn,
+            task_role_arn=self.task_role.arn if file_system else None,
+            container_definitions=Fn.jsonencode(containers),
+            volume=volumes,
         )
 
     def _autoscaling(self, settings: WorkerSettings, resource_id: str, stream: Stream) -> None:
@@ -356,3 +398,39 @@ class WorkerService(Construct):
         return Metric(
             namespace, name, {"ClusterName": self.cluster_name, "ServiceName": self.service_name}, statistic
         )
+
+
+def _container(
+    name: str,
+    image: str,
+    logs: dict[str, Any],
+    environment: ContainerEnvironment,
+    *,
+    essential: bool,
+    command: Sequence[str] = (),
+    volumes: Mapping[str, str] | None = None,
+    after_success_of: str | None = None,
+) -> dict[str, Any]:
+    """A container of the worker's image: non-root, read-only root filesystem, logs to the worker's group,
+    /tmp writable. `command` replaces the image's (the worker); `volumes` maps the task's volumes to where
+    they are mounted (default: /tmp only); `after_success_of` names a container that must exit 0 first."""
+    definition: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "essential": essential,
+        "user": WORKER_USER,
+        "readonlyRootFilesystem": True,
+        "privileged": False,
+        "environment": [{"name": k, "value": v} for k, v in sorted(environment.variables.items())],
+        "secrets": [{"name": k, "valueFrom": v.reference} for k, v in sorted(environment.secrets.items())],
+        "mountPoints": [
+            {"sourceVolume": volume, "containerPath": path, "readOnly": False}
+            for volume, path in (volumes or {"tmp": "/tmp"}).items()
+        ],
+        "logConfiguration": logs,
+    }
+    if command:
+        definition["command"] = list(command)
+    if after_success_of:
+        definition["dependsOn"] = [{"containerName": after_success_of, "condition": "SUCCESS"}]
+    return definition

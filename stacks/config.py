@@ -154,6 +154,22 @@ def _zones(region: str, count: int) -> tuple[str, ...]:
     return zones[:count]
 
 
+# Client libraries in neither the runtime nor the layer, bundled at the versions Pipfile.lock pins: redis-py
+# (it needs nothing else on Python 3.11.3 and later)...
+REDIS_DISTRIBUTIONS = ("redis",)
+# ... and pg8000 with what it requires, recursively (scramp needs asn1crypto; python-dateutil needs six).
+# TODO(issue 14): ("pg8000", "scramp", "asn1crypto", "python-dateutil", "six") once Pipfile.lock pins pg8000:
+# packaging reads each distribution from the synthesizing environment, which does not hold it yet.
+POSTGRES_DISTRIBUTIONS: tuple[str, ...] = ()
+# What each function bundles: the Redis clients (the owners map, the latest readings, the rotated token) and
+# the PostgreSQL reader (rollups).
+BUNDLED_DISTRIBUTIONS = {
+    "ingest": REDIS_DISTRIBUTIONS,
+    "query": REDIS_DISTRIBUTIONS + POSTGRES_DISTRIBUTIONS,
+    "redis_rotation": REDIS_DISTRIBUTIONS,
+}
+
+
 def _function(
     name: str, memory_mb: int, timeout_seconds: int, reserved_concurrency: int, region: str = DEFAULT_REGION
 ) -> FunctionSettings:
@@ -166,8 +182,7 @@ def _function(
         layers=(POWERTOOLS_LAYER_ARN.format(region=region),),
         # The readings package: the one schema and record format ingest, processor and query share.
         libraries=() if name == "redis_rotation" else (FUNCTIONS_DIR / "readings",),
-        # redis-py is in neither the runtime nor the layer.
-        bundled_distributions=("redis",) if name == "redis_rotation" else (),
+        bundled_distributions=BUNDLED_DISTRIBUTIONS.get(name, ()),
     )
 
 

@@ -73,9 +73,7 @@ class PlatformStack(TerraformStack):
             key=keys.data,
             protected=not config.destroyable,
         )
-        ingestion = Ingestion(
-            self, config.ingestion, context=context, network=network, keys=keys, readings=data.readings
-        )
+        ingestion = Ingestion(self, config.ingestion, context=context, network=network, keys=keys, data=data)
         # In the stream's scope, where the topic was first defined, so that its Terraform address stays.
         alerts = AlertTopic(ingestion.stream, config.alerts, context=context, key=keys.alerts)
         processing = Processing(

@@ -19,39 +19,81 @@ def config_of(stack_name: str) -> Any:
 
 def test_every_method_requires_sigv4_and_an_api_key(stack: dict[str, Any]) -> None:
     methods = resources(stack, "aws_api_gateway_method")
-    assert sorted(m["http_method"] for m in methods.values()) == ["GET", "POST"]
+    assert sorted(m["http_method"] for m in methods.values()) == ["GET", "GET", "GET", "POST"]
     for method in methods.values():
         assert method["authorization"] == "AWS_IAM"
         assert method["api_key_required"] is True
+
+
+def get_methods(stack: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The GET methods by their resource's path part: readings, latest, rollups."""
+    api_resources = resources(stack, "aws_api_gateway_resource")
+    return {
+        api_resources[reference_target(m["resource_id"]).split(".")[1]]["path_part"]: m
+        for m in resources(stack, "aws_api_gateway_method", http_method="GET").values()
+    }
+
+
+# Each GET route's query string, all optional: the query function validates the values (a 400 naming them).
+QUERY_STRINGS = {
+    "readings": {"from", "to", "limit", "next_token"},
+    "latest": set(),
+    "rollups": {"from", "to", "resolution", "limit", "next_token"},
+}
 
 
 def test_post_validates_the_body_against_the_readings_model_and_get_its_parameters(
     stack: dict[str, Any],
 ) -> None:
     post = one(stack, "aws_api_gateway_method", http_method="POST")
-    get = one(stack, "aws_api_gateway_method", http_method="GET")
     validators = resources(stack, "aws_api_gateway_request_validator")
     body_validator = validators[reference_target(post["request_validator_id"]).split(".")[1]]
     assert body_validator.get("validate_request_body") is True
     ((model_name, model),) = resources(stack, "aws_api_gateway_model").items()
     assert post["request_models"] == {"application/json": f"${{aws_api_gateway_model.{model_name}.name}}"}
     assert json.loads(model["schema"]) == readings_request_schema(READING_SCHEMA)
-    parameter_validator = validators[reference_target(get["request_validator_id"]).split(".")[1]]
-    assert parameter_validator.get("validate_request_parameters") is True
-    assert get["request_parameters"]["method.request.path.device_id"] is True
+    gets = get_methods(stack)
+    assert set(gets) == set(QUERY_STRINGS)
+    for path_part, get in gets.items():
+        parameter_validator = validators[reference_target(get["request_validator_id"]).split(".")[1]]
+        assert parameter_validator.get("validate_request_parameters") is True
+        assert get["request_parameters"] == {
+            "method.request.path.device_id": True,
+            **{f"method.request.querystring.{name}": False for name in QUERY_STRINGS[path_part]},
+        }
 
 
-def test_both_routes_are_lambda_proxies_invocable_only_from_this_api(stack: dict[str, Any]) -> None:
+def test_every_route_is_a_lambda_proxy_invocable_only_from_this_api(stack: dict[str, Any]) -> None:
     integrations = resources(stack, "aws_api_gateway_integration")
-    assert len(integrations) == 2
+    assert len(integrations) == 4
     assert all(i["type"] == "AWS_PROXY" for i in integrations.values())
+    functions = {
+        f"${{aws_lambda_function.{n}.invoke_arn}}": f["function_name"].split("-")[2]
+        for n, f in resources(stack, "aws_lambda_function").items()
+    }
+    methods = resources(stack, "aws_api_gateway_method")
+    api_resources = resources(stack, "aws_api_gateway_resource")
+
+    def route(integration: dict[str, Any]) -> str:
+        method = methods[reference_target(integration["http_method"]).split(".")[1]]
+        path_part = api_resources[reference_target(method["resource_id"]).split(".")[1]]["path_part"]
+        return f"{method['http_method']} {path_part}"
+
+    assert sorted((route(i), functions[i["uri"]]) for i in integrations.values()) == [
+        ("GET latest", "query"),
+        ("GET readings", "query"),
+        ("GET rollups", "query"),
+        ("POST readings", "ingest"),
+    ]
     permissions = [
         p
         for p in resources(stack, "aws_lambda_permission").values()
         if p["principal"] == "apigateway.amazonaws.com"
     ]
     assert sorted(p["source_arn"].split("}/*/", 1)[1] for p in permissions) == [
+        "GET/v1/devices/*/latest",
         "GET/v1/devices/*/readings",
+        "GET/v1/devices/*/rollups",
         "POST/v1/readings",
     ]
     assert all(p["source_arn"].startswith("${aws_api_gateway_rest_api.") for p in permissions)

@@ -190,7 +190,11 @@ def test_the_file_system_is_encrypted_tiered_backed_up_and_tls_only(
     assert len(resources(stack, "aws_efs_mount_target")) == len(private)
     access_point = one(stack, "aws_efs_access_point")
     assert access_point["posix_user"] == {"gid": 1000, "uid": 1000}
-    assert access_point["root_directory"]["path"] == "/iot-platform"
+    # The worker's user owns the root and may create in it (its archive directory): rwx for the owner.
+    assert access_point["root_directory"] == {
+        "path": "/iot-platform",
+        "creation_info": {"owner_uid": 1000, "owner_gid": 1000, "permissions": "750"},
+    }
     if stack_name == f"{PROJECT}-local":  # the emulator cannot hold these policies (stacks/emulator.py)
         assert {"aws_efs_backup_policy", "aws_efs_file_system_policy"} <= set(UNSUPPORTED_RESOURCES)
         assert not resources(stack, "aws_efs_backup_policy")
@@ -245,6 +249,8 @@ def test_redis_is_encrypted_authenticated_logged_and_reachable_from_compute_only
         for n, g in resources(stack, "aws_security_group").items()
     }
     assert sorted(groups[source] for source in sources) == [
+        f"{PROJECT}-ingest-{name}",
+        f"{PROJECT}-query-{name}",
         f"{PROJECT}-redis-rotation-{name}",
         f"{PROJECT}-worker-{name}",
     ]
@@ -309,3 +315,86 @@ def test_a_grant_returns_what_it_attached_and_the_key_states_its_own_part() -> N
     assert key_statement["actions"] == ["kms:Decrypt"]
     (key_name,) = synthesized["resource"]["aws_kms_key"]
     assert [reference_target(r) for r in key_statement["resources"]] == [f"aws_kms_key.{key_name}"]
+
+
+def function_variables(stack: dict[str, Any], component: str) -> dict[str, str]:
+    env = stack["provider"]["aws"][0]["default_tags"][0]["tags"]["environment"]
+    variables: dict[str, str] = one(
+        stack, "aws_lambda_function", function_name=f"{PROJECT}-{component}-{env}"
+    )["environment"]["variables"]
+    return variables
+
+
+def function_grants(stack: dict[str, Any], component: str) -> dict[str, set[str]]:
+    """Action -> the resources the function's role is granted it on."""
+    env = stack["provider"]["aws"][0]["default_tags"][0]["tags"]["environment"]
+    function = one(stack, "aws_lambda_function", function_name=f"{PROJECT}-{component}-{env}")
+    granted: dict[str, set[str]] = {}
+    for policy in resources(stack, "aws_iam_role_policy").values():
+        if reference_target(policy["role"]) == reference_target(function["role"]):
+            for statement in policy_statements(stack, policy["policy"]):
+                for action in statement["actions"]:
+                    granted.setdefault(action, set()).update(statement["resources"])
+    return granted
+
+
+def test_ingest_and_query_reach_redis_with_the_token_from_its_secret_where_there_is_redis(
+    stack: dict[str, Any],
+) -> None:
+    redis = resources(stack, "aws_elasticache_replication_group")
+    secrets = {
+        n: s
+        for n, s in resources(stack, "aws_secretsmanager_secret").items()
+        if s["name"].endswith("auth-token")
+    }
+    for component in ("ingest", "query"):
+        variables = function_variables(stack, component)
+        granted = function_grants(stack, component)
+        if not redis:  # the emulator's environment: nothing of Redis at all
+            assert not [v for v in variables if v.startswith("REDIS_")]
+            assert "secretsmanager:GetSecretValue" not in granted
+            continue
+        ((group_name, _),) = redis.items()
+        ((secret_name, _),) = secrets.items()
+        assert variables["REDIS_HOST"] == (
+            f"${{aws_elasticache_replication_group.{group_name}.configuration_endpoint_address}}"
+        )
+        assert (variables["REDIS_PORT"], variables["REDIS_TLS"], variables["REDIS_CLUSTER"]) == (
+            "6379",
+            "true",
+            "true",
+        )
+        token_secret = f"${{aws_secretsmanager_secret.{secret_name}.arn}}"
+        assert variables["REDIS_AUTH_TOKEN_SECRET_ARN"] == token_secret
+        assert "REDIS_AUTH_TOKEN" not in variables  # the token itself is read at run time, never set
+        assert granted["secretsmanager:GetSecretValue"] == {token_secret}
+        (key,) = {reference_target(r) for r in granted["kms:Decrypt"]}
+        assert key == reference_target(
+            stack["resource"]["aws_secretsmanager_secret"][secret_name]["kms_key_id"]
+        )
+
+
+def test_query_reads_postgres_as_iot_reader_and_ingest_not_at_all(stack: dict[str, Any]) -> None:
+    body = database(stack)
+    (address,) = [
+        f"{type_}.{n}"
+        for type_ in ("aws_db_instance", "aws_rds_cluster")
+        for n, b in resources(stack, type_).items()
+        if b is body
+    ]
+    aurora = address.startswith("aws_rds_cluster.")
+    query = function_variables(stack, "query")
+    assert query["DATABASE_HOST"] == f"${{{address}.{'endpoint' if aurora else 'address'}}}"
+    assert (query["DATABASE_PORT"], query["DATABASE_NAME"], query["DATABASE_USER"]) == (
+        "5432",
+        "iot",
+        "iot_reader",
+    )
+    assert "DATABASE_PASSWORD" not in query  # IAM authentication tokens; a password is for tests only
+    resource_id = f"${{{address}.{'cluster_resource_id' if aurora else 'resource_id'}}}"
+    assert function_grants(stack, "query")["rds-db:connect"] == {
+        "arn:${data.aws_partition.partition.partition}:rds-db:${data.aws_region.region.name}:"
+        f"${{data.aws_caller_identity.account.account_id}}:dbuser:{resource_id}/iot_reader"
+    }
+    assert not [v for v in function_variables(stack, "ingest") if v.startswith("DATABASE_")]
+    assert "rds-db:connect" not in function_grants(stack, "ingest")

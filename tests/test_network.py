@@ -168,7 +168,12 @@ def test_every_flow_to_a_data_store_is_allowed_on_both_sides_and_nothing_else_le
         for n, g in resources(stack, "aws_security_group").items()
     }
     flows = {(components[client], components[server], port) for client, server, port, _ in egress}
-    expected = {("worker", "postgres", 5432), ("worker", "artefacts", 2049)}
+    expected = {("worker", "postgres", 5432), ("worker", "artefacts", 2049), ("query", "postgres", 5432)}
     if resources(stack, "aws_elasticache_replication_group"):
-        expected |= {("worker", "redis", 6379), ("redis-rotation", "redis", 6379)}
+        expected |= {
+            ("worker", "redis", 6379),
+            ("redis-rotation", "redis", 6379),
+            ("ingest", "redis", 6379),
+            ("query", "redis", 6379),
+        }
     assert flows == expected

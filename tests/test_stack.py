@@ -93,3 +93,16 @@ def test_resource_names_carry_the_environment_suffix(stack: dict[str, Any], stac
     for body in stack["resource"]["aws_iam_role"].values():
         assert body["name"].startswith(f"{PROJECT}-")
         assert body["name"].endswith(f"-{environment_of(stack_name)}")
+
+
+def test_every_output_the_tools_read_is_there(stack: dict[str, Any]) -> None:
+    """The admin commands (make migrate, device registration) run the admin task with these."""
+    tools_read = {
+        "worker_cluster_name",
+        "admin_task_definition_arn",
+        "private_subnet_ids",
+        "worker_security_group_id",
+        "database_endpoint",
+    }
+    assert tools_read <= set(stack["output"])
+    assert all(stack["output"][name]["value"] and stack["output"][name]["description"] for name in tools_read)

@@ -104,6 +104,13 @@ NEEDS: dict[str, Need] = {
         "the secret",
         "https://docs.aws.amazon.com/AmazonECS/latest/developerguide/secrets-envvar-secrets-manager.html",
     ),
+    "rds-iam-auth": Need(
+        "a DATABASE_USER on the stack's PostgreSQL in its settings (IAM authentication: the token is signed "
+        "locally, so no call shows in the recording)",
+        ("rds-db:connect",),
+        "that database user (dbuser:<resource id>/<user>)",
+        "https://docs.aws.amazon.com/AmazonRDS/latest/UserGuide/UsingWithRDS.IAMDBAuth.IAMPolicy.html",
+    ),
     "efs-mount": Need(
         "an EFS volume with IAM authorization (task role)",
         ("elasticfilesystem:ClientMount",),
@@ -169,6 +176,9 @@ KEY_USE: dict[tuple[str, str], str] = {
     ("aws_sqs_queue", "sqs:SendMessage"): "sqs-key",
     ("aws_secretsmanager_secret", "secretsmanager:GetSecretValue"): "secret-key-read",
     ("aws_secretsmanager_secret", "secretsmanager:PutSecretValue"): "secret-key-write",
+    # The master user's secret that RDS manages, named by its database.
+    ("aws_db_instance", "secretsmanager:GetSecretValue"): "secret-key-read",
+    ("aws_rds_cluster", "secretsmanager:GetSecretValue"): "secret-key-read",
     **{
         ("aws_dynamodb_table", f"dynamodb:{action}"): "dynamodb-key"
         for action in (
@@ -191,4 +201,7 @@ KEY_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "aws_sns_topic": ("kms_master_key_id",),
     "aws_sqs_queue": ("kms_master_key_id",),
     "aws_secretsmanager_secret": ("kms_key_id",),
+    # For reading the master user's secret, which is all the principals here do with a database's key.
+    "aws_db_instance": ("master_user_secret_kms_key_id",),
+    "aws_rds_cluster": ("master_user_secret_kms_key_id",),
 }

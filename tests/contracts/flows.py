@@ -47,11 +47,26 @@ class Flow:
 
 
 FLOWS: tuple[Flow, ...] = (
-    Flow("ingest", AWS_APIS, 443, "PutRecords", ("kinesis-streams",)),
+    Flow(
+        "ingest",
+        AWS_APIS,
+        443,
+        "PutRecords; the Redis token's secret",
+        ("kinesis-streams", "secretsmanager"),
+    ),
+    Flow("ingest", "redis", 6379, "the owners map: which client owns each device"),
     Flow(
         "processor", AWS_APIS, 443, "raw and aggregate writes, alerts, thresholds", ("dynamodb", "sns", "ssm")
     ),
-    Flow("query", AWS_APIS, 443, "raw readings", ("dynamodb",)),
+    Flow(
+        "query",
+        AWS_APIS,
+        443,
+        "raw readings; the Redis token's secret; the RDS CA bundle (HTTPS, through NAT)",
+        ("dynamodb", "secretsmanager"),
+    ),
+    Flow("query", "redis", 6379, "the latest reading per device, the owners map"),
+    Flow("query", "postgres", 5432, "hourly rollups, as iot_reader"),
     Flow(
         "redis-rotation",
         AWS_APIS,
@@ -64,13 +79,16 @@ FLOWS: tuple[Flow, ...] = (
         "worker",
         AWS_APIS,
         443,
-        "the stream, the processor's writes; image, logs and secrets at task start",
-        ("kinesis-streams", "dynamodb", "sns", "ssm", "ecr.api", "ecr.dkr", "s3", "logs", "secretsmanager"),
+        "the stream; image, logs and secrets at task start; the RDS CA bundle (HTTPS, through NAT)",
+        ("kinesis-streams", "ecr.api", "ecr.dkr", "s3", "logs", "secretsmanager"),
     ),
-    Flow("worker", "redis", 6379, "shard leases, checkpoints, latest reading per device"),
-    Flow("worker", "postgres", 5432, "device registry, hourly rollups"),
+    Flow("worker", "redis", 6379, "shard leases, checkpoints, latest reading per device, the owners map"),
+    Flow("worker", "postgres", 5432, "migrations (admin), device registry and hourly rollups (iot_worker)"),
     Flow("worker", "artefacts", 2049, "NFS: the compressed raw archive on EFS"),
 )
+# Clients that exist only for one data store: the stack has them where it has the store (no Redis, no
+# rotation function).
+CLIENTS_OF_ONE_STORE = {"redis-rotation": "redis"}
 GATEWAY_SERVICES = ("dynamodb", "s3")
 INTERNET = ("0.0.0.0/0", "::/0")
 
@@ -310,10 +328,9 @@ def check_flows(stack: Stack) -> list[FlowResult]:
 
 
 def client_expected(stack: Stack, client: str) -> bool:
-    """A client is part of the stack unless every data store it exists to talk to is absent (the rotation
-    function without Redis)."""
-    stores = [flow.server for flow in FLOWS if flow.client == client and flow.server != AWS_APIS]
-    return not stores or any(server_placement(stack, store) is not None for store in stores)
+    """A client is part of the stack unless it exists for a data store the stack does not have."""
+    store = CLIENTS_OF_ONE_STORE.get(client)
+    return store is None or server_placement(stack, store) is not None
 
 
 def _check_aws_apis(

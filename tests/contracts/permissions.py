@@ -21,12 +21,15 @@ from tests.contracts.aws_needs import KEY_ARGUMENTS, KEY_USE, NEEDS
 from tests.contracts.recorder import Call
 from tests.contracts.recording import ROTATED_SECRET, Recording, setting_for
 from tests.contracts.stack_model import (
+    MASTER_SECRET_ARN,
+    MASTER_SECRET_HOLDERS,
     REFERENCE,
     Address,
     Body,
     Stack,
     arn,
     arn_of_value,
+    attribute,
     body,
     build_arn,
     container_definitions,
@@ -57,6 +60,9 @@ SERVICE_TYPES = {
     "elasticache": "aws_elasticache_replication_group",
     "sqs": "aws_sqs_queue",
 }
+# Settings naming a resource that exists only beside a data store some stacks lack, by the store's resource
+# type: the local stack has no Redis, so its functions get no Redis settings and make no calls for it.
+STORE_SETTINGS = {"REDIS_AUTH_TOKEN_SECRET_ARN": "aws_elasticache_replication_group"}
 # Parliament's findings that mean a statement cannot do what it says.
 LINT_ISSUES = {"RESOURCE_MISMATCH", "UNKNOWN_ACTION", "UNKNOWN_PREFIX", "MALFORMED"}
 DOCUMENT_REFERENCE = re.compile(r"\$\{data\.aws_iam_policy_document\.([^.{}]+)\.json\}")
@@ -144,6 +150,8 @@ def code_requirements(
                 f"{who} calls {call.operation} on {call.resource}, which the recording cannot trace"
             )
             continue
+        if value is None and name in STORE_SETTINGS and not resources(stack, STORE_SETTINGS[name]):
+            continue
         if value is None:
             problems.append(
                 f"{who}'s code calls {call.operation} on the {type_} named by {name}, which its deployment "
@@ -155,6 +163,21 @@ def code_requirements(
         if address is not None:
             found += key_requirements(stack, address, call.action)
     return found, problems
+
+
+def database_user_requirements(stack: Stack, who: str, setting: Any) -> tuple[list[Requirement], list[str]]:
+    """rds-db:connect as the DATABASE_USER a principal's settings name, on the database DATABASE_HOST names:
+    IAM authentication tokens are signed locally, so the recording never sees this one."""
+    user, host = setting("DATABASE_USER"), setting("DATABASE_HOST")
+    if not user:
+        return [], []
+    database = referenced(host)
+    if database is None or database.type not in MASTER_SECRET_HOLDERS:
+        return [], [f"{who} logs in to PostgreSQL as {user} at {host}, which is no database of the stack"]
+    resource_id = attribute(
+        stack, database, "cluster_resource_id" if database.type == "aws_rds_cluster" else "resource_id"
+    )
+    return _needs("rds-iam-auth", build_arn(stack, "rds-db", f"dbuser:{resource_id}/{user}")), []
 
 
 def function_requirements(stack: Stack, address: Address, function: Body) -> list[Requirement]:
@@ -207,6 +230,9 @@ def worker_requirements(
     for container in containers:
         settings |= container_environment(container)
     task_role, problems = code_requirements(stack, "the worker", calls, settings.get)
+    database_login, unknown_database = database_user_requirements(stack, "the worker", settings.get)
+    task_role += database_login
+    problems += unknown_database
     for volume in task.get("volume", []):
         efs = volume.get("efs_volume_configuration")
         if not efs or efs.get("authorization_config", {}).get("iam") != "ENABLED":
@@ -233,8 +259,15 @@ def worker_requirements(
         for secret in container.get("secrets", []):
             source = REFERENCE.search(secret["valueFrom"])
             address = Address(source.group(1), source.group(2)) if source else None
-            if address is not None and address.type == "aws_secretsmanager_secret":
-                execution_role += _needs("ecs-secrets", arn(stack, address))
+            if (
+                source is not None
+                and address is not None
+                and (
+                    address.type == "aws_secretsmanager_secret"
+                    or (address.type in MASTER_SECRET_HOLDERS and source.group(3) == MASTER_SECRET_ARN)
+                )
+            ):
+                execution_role += _needs("ecs-secrets", interpolate(stack, source.group(0)))
                 execution_role += key_requirements(stack, address, "secretsmanager:GetSecretValue")
             else:
                 problems.append(
@@ -259,7 +292,9 @@ def principals(stack: Stack, recording: Recording) -> list[Principal]:
             return _rotated_secret(stack, address) if name == ROTATED_SECRET else variables.get(name)
 
         needed, problems = code_requirements(stack, component, recording.calls.get(component, ()), setting)
-        needed += function_requirements(stack, address, resource)
+        database_login, unknown_database = database_user_requirements(stack, component, setting)
+        needed += database_login + function_requirements(stack, address, resource)
+        problems += unknown_database
         role = referenced(resource["role"])
         assert role is not None, f"{component}'s role is not a reference: {resource['role']}"
         found.append(Principal(component, role, tuple(needed), tuple(problems)))

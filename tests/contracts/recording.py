@@ -1,5 +1,5 @@
-"""Runs each function's handler and the stream worker on representative events against moto, and records
-every AWS call they make (see recorder.py).
+"""Runs each function's handler and the stream worker on representative events against moto, a real
+redis-server and a real PostgreSQL, and records every AWS call they make (see recorder.py).
 
 Resources in moto carry placeholder names, each standing for the deployment setting that names the real one
 (`PLACEHOLDERS`): a call to `contract-raw-readings` is a call to whatever the principal's RAW_TABLE_NAME
@@ -42,7 +42,7 @@ from tests.functions.conftest import (
     function_environment,
     redis_server_executable,
 )
-from tests.functions.events import get_readings, minutes_ago, post_readings, reading
+from tests.functions.events import CLIENT_ID, get_readings, minutes_ago, post_readings, reading
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
@@ -56,8 +56,16 @@ PLACEHOLDERS = {
     "contract-thresholds": "THRESHOLDS_PARAMETER_NAME",
     "contract-redis": "REPLICATION_GROUP_ID",
     "contract-token": ROTATED_SECRET,
+    "contract-cache-token": "REDIS_AUTH_TOKEN_SECRET_ARN",
 }
 OLD_TOKEN = "Old-token-0123456789-abcdefABCDEF"
+REDIS_PASSWORD = "contracts-redis-password"
+DATABASE_NAME = "iot"
+# The server trusts local logins (pgserver's initdb): any password will do, and setting one makes the code
+# take its password path instead of asking for an IAM authentication token.
+DATABASE_PASSWORD = "trusted-locally"
+# The devices the harness sends readings of, registered to the recorded API events' client.
+DEVICES = ("device-1", "device-2", "device-3")
 WORKER_DEADLINE_SECONDS = 120
 _module_numbers = itertools.count()
 
@@ -165,6 +173,73 @@ def redis_server(directory: Path, password: str) -> Iterator[int]:
         stop(server)
 
 
+@contextmanager
+def postgres_server(directory: Path) -> Iterator[int]:
+    """PostgreSQL from the pgserver wheel on a loopback port, as RDS listens on its endpoint (pg8000 speaks
+    TCP only), with the empty database DATABASE_NAME; yields the port."""
+    import psycopg
+    from pgserver import pg_ctl  # type: ignore[attr-defined]  # pgserver makes one per binary, at import
+    from pgserver.postgres_server import get_server
+
+    server = get_server(directory / "postgres", cleanup_mode=None)
+    info = server.get_postmaster_info()
+    port = free_port()
+    # pgserver starts it on a Unix socket only.
+    restart = ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {info.socket_dir}", "-l", str(server.log), "restart"]
+    pg_ctl(restart, pgdata=server.pgdata, user=server.system_user, timeout=30)
+    try:
+        with psycopg.connect(
+            host="127.0.0.1", port=port, dbname="postgres", user="postgres", autocommit=True
+        ) as admin:
+            admin.execute(f"CREATE DATABASE {DATABASE_NAME}".encode())
+        yield port
+    finally:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def database_environment(port: int, user: str) -> dict[str, str]:
+    """A login as `user`, with a password and without TLS (the test server's), as the deployment's
+    DATABASE_* name the database."""
+    return {
+        "DATABASE_HOST": "127.0.0.1",
+        "DATABASE_PORT": str(port),
+        "DATABASE_NAME": DATABASE_NAME,
+        "DATABASE_USER": user,
+        "DATABASE_PASSWORD": DATABASE_PASSWORD,
+        "DATABASE_TLS": "false",
+    }
+
+
+def admin_command(port: int, *arguments: str) -> None:
+    """One of the admin container's commands (python -m stream_worker.<...>), as the admin user."""
+    environment = {
+        "PATH": os.environ["PATH"],
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "DATABASE_HOST": "127.0.0.1",
+        "DATABASE_PORT": str(port),
+        "DATABASE_NAME": DATABASE_NAME,
+        "DATABASE_ADMIN_USER": "postgres",
+        "DATABASE_ADMIN_PASSWORD": DATABASE_PASSWORD,
+        "DATABASE_TLS": "false",
+    }
+    # As the image runs it: from a directory holding stream_worker/ and readings/.
+    done = subprocess.run(
+        [sys.executable, "-m", *arguments], cwd=FUNCTIONS, env=environment, capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"{' '.join(arguments)} failed: {done.stdout}{done.stderr}"
+
+
+def publish_owners(redis_port: int) -> None:
+    """The owners map as the worker publishes it from the registry (readings.ownership), so that ingest
+    accepts the harness's devices before the worker first runs."""
+    import redis
+    from readings.ownership import OWNERS_KEY, OWNERS_PUBLISHED_KEY, OWNERS_STALE_SECONDS
+
+    with redis.Redis(port=redis_port, password=REDIS_PASSWORD) as client:
+        client.hset(OWNERS_KEY, mapping=dict.fromkeys(DEVICES, CLIENT_ID))
+        client.set(OWNERS_PUBLISHED_KEY, int(time.time()), ex=OWNERS_STALE_SECONDS)
+
+
 def load_handler(name: str, patch: pytest.MonkeyPatch, environment: dict[str, str]) -> ModuleType:
     """functions/<name>/handler.py as a new module: handlers read settings and make clients at import."""
     for variable, value in environment.items():
@@ -185,7 +260,11 @@ def record() -> Recording:
     recorder = Recorder(lambda principal, call: calls.setdefault(principal, set()).add(call))
     with tempfile.TemporaryDirectory(prefix="contracts-") as scratch, pytest.MonkeyPatch.context() as patch:
         directory = Path(scratch)
-        with moto_server(directory) as endpoint:
+        with (
+            moto_server(directory) as endpoint,
+            redis_server(directory, REDIS_PASSWORD) as redis_port,
+            postgres_server(directory) as postgres_port,
+        ):
             settings = {
                 "AWS_ENDPOINT_URL": endpoint,
                 "AWS_DEFAULT_REGION": REGION,
@@ -201,15 +280,45 @@ def record() -> Recording:
                 patch.setenv(variable, value)
             harness = boto3.session.Session(region_name=REGION)
             aws = create_resources(harness)
+            token_secret_arn = harness.client("secretsmanager").create_secret(
+                Name="contract-cache-token", SecretString=json.dumps({"auth_token": REDIS_PASSWORD})
+            )["ARN"]
+            # What the admin task does once per deployment: migrate, and register the clients' devices.
+            admin_command(postgres_port, "stream_worker.migrate")
+            admin_command(postgres_port, "stream_worker.devices", "register", "--client", CLIENT_ID, *DEVICES)
+            publish_owners(redis_port)
+            redis = {
+                "REDIS_HOST": "127.0.0.1",
+                "REDIS_PORT": str(redis_port),
+                "REDIS_TLS": "false",
+                "REDIS_CLUSTER": "false",
+            }
+            environments = function_environment(aws)
+            environments["ingest"] |= redis | {"REDIS_AUTH_TOKEN_SECRET_ARN": token_secret_arn}
+            environments["query"] |= (
+                redis
+                | {"REDIS_AUTH_TOKEN_SECRET_ARN": token_secret_arn, "AWS_REGION": REGION}
+                | database_environment(postgres_port, "iot_reader")
+            )
             # Handlers make their clients with boto3.client(...): from this session, which records.
             session = boto3.session.Session(region_name=REGION)
             recorder.register(session.events)
             patch.setattr(boto3, "DEFAULT_SESSION", session)
 
-            run_functions(recorder, aws, harness, patch)
-            recorder.principal = "ingest"
-            post(load_handler("ingest", patch, function_environment(aws)["ingest"]), "device-3", 4)
-            run_worker(directory, settings, function_environment(aws)["processor"], calls)
+            posted = run_functions(recorder, aws, environments, harness, patch)
+            worker = {
+                **settings,
+                **redis,
+                **database_environment(postgres_port, "iot_worker"),
+                "REDIS_AUTH_TOKEN": REDIS_PASSWORD,
+                "STREAM_NAME": "contract-stream",
+                "STREAM_RETENTION_HOURS": "24",
+                "ARCHIVE_DIR": str(directory / "archive"),
+                "AWS_REGION": REGION,
+            }
+            run_worker(directory, worker, postgres_port, posted, calls)
+            # What the worker keeps is what query serves: latest (Redis) and rollups (PostgreSQL).
+            run_query(recorder, environments["query"], patch)
     return Recording({principal: tuple(sorted(found, key=str)) for principal, found in calls.items()})
 
 
@@ -240,24 +349,28 @@ def create_resources(harness: boto3.session.Session) -> Aws:
     )
 
 
-def post(ingest: ModuleType, device: str, count: int) -> None:
-    """Readings of one device over a minute, the last above the temperature threshold."""
+def post(ingest: ModuleType, device: str, count: int) -> int:
+    """Readings of one device over a minute, the last above the temperature threshold; returns how many."""
     readings = [reading(device, minutes_ago(2, seconds=10 * i), temperature=20.5 + i) for i in range(count)]
     readings.append(reading(device, minutes_ago(2, seconds=59), temperature=95.0, humidity=50))
     response = ingest.handler(post_readings(json.dumps(readings)), LambdaContext())
     assert response["statusCode"] == 202, f"ingest refused the harness's readings: {response}"
+    return len(readings)
 
 
 def run_functions(
-    recorder: Recorder, aws: Aws, harness: boto3.session.Session, patch: pytest.MonkeyPatch
-) -> None:
-    environments = function_environment(aws)
+    recorder: Recorder,
+    aws: Aws,
+    environments: dict[str, dict[str, str]],
+    harness: boto3.session.Session,
+    patch: pytest.MonkeyPatch,
+) -> int:
+    """Ingest, the processor and the rotation function; returns how many readings ingest accepted."""
     context = LambdaContext()
 
     recorder.principal = "ingest"
     ingest = load_handler("ingest", patch, environments["ingest"])
-    post(ingest, "device-1", 3)
-    post(ingest, "device-2", 2)
+    posted = post(ingest, "device-1", 3) + post(ingest, "device-2", 2)
 
     recorder.principal = "processor"
     processor = load_handler("processor", patch, environments["processor"])
@@ -266,16 +379,27 @@ def run_functions(
         response = processor.handler(copy.deepcopy(event), context)
         assert response == {"batchItemFailures": []}, f"the processor failed records: {response}"
 
+    recorder.principal = "redis-rotation"
+    run_rotation(harness, patch)
+
+    # After the processor's batch: the worker reads these too.
+    recorder.principal = "ingest"
+    return posted + post(load_handler("ingest", patch, environments["ingest"]), "device-3", 4)
+
+
+def run_query(recorder: Recorder, environment: dict[str, str], patch: pytest.MonkeyPatch) -> None:
+    """Every route of the query function: two pages of raw readings, the latest reading, the rollups."""
+    context = LambdaContext()
     recorder.principal = "query"
-    query = load_handler("query", patch, environments["query"])
+    query = load_handler("query", patch, environment)
     response = query.handler(get_readings("device-1", {"limit": "1"}), context)
     assert response["statusCode"] == 200, f"query failed: {response}"
     token = json.loads(response["body"])["next_token"]
     response = query.handler(get_readings("device-1", {"limit": "1", "next_token": token}), context)
     assert response["statusCode"] == 200, f"query failed on its next page: {response}"
-
-    recorder.principal = "redis-rotation"
-    run_rotation(harness, patch)
+    for route, parameters in (("latest", None), ("rollups", {"resolution": "hour"})):
+        response = query.handler(get_readings("device-1", parameters, route=route), context)
+        assert response["statusCode"] == 200, f"query failed on {route}: {response}"
 
 
 class ReplicationGroup:
@@ -352,41 +476,37 @@ def run_rotation(harness: boto3.session.Session, patch: pytest.MonkeyPatch) -> N
 
 
 def run_worker(
-    directory: Path, settings: dict[str, str], processor: dict[str, str], calls: dict[str, set[Call]]
+    directory: Path, environment: dict[str, str], postgres_port: int, posted: int, calls: dict[str, set[Call]]
 ) -> None:
-    """The worker process, until it has stored fresh readings (raw items, aggregates, an alert)."""
-    password = "contracts-redis-password"
+    """The worker process, until it has counted every reading ingest accepted into PostgreSQL."""
+    import psycopg
+
     recorded = directory / "worker-calls.jsonl"
     recorded.touch()
 
     def seen() -> set[str]:
         return {json.loads(line)["operation"] for line in recorded.read_text().splitlines()}
 
-    with redis_server(directory, password) as redis_port, (directory / "worker.log").open("wb") as log:
-        environment = {
-            **settings,
-            **processor,
-            "PATH": os.environ["PATH"],
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "STREAM_NAME": "contract-stream",
-            "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": str(redis_port),
-            "REDIS_TLS": "false",
-            "REDIS_CLUSTER": "false",
-            "REDIS_AUTH_TOKEN": password,
-        }
+    def counted() -> int:
+        with psycopg.connect(
+            host="127.0.0.1", port=postgres_port, dbname=DATABASE_NAME, user="postgres"
+        ) as connection:
+            row = connection.execute("SELECT count(*) FROM counted_readings").fetchone()
+            return int(row[0]) if row else 0
+
+    with (directory / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "tests.contracts.run_worker", str(recorded)],
             cwd=PROJECT_ROOT,
-            env=environment,
+            env={**environment, "PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         try:
             wait_until(
-                lambda: {"TransactWriteItems", "PublishBatch"} <= seen() or worker.poll() is not None,
+                lambda: worker.poll() is not None or ("GetRecords" in seen() and counted() >= posted),
                 WORKER_DEADLINE_SECONDS,
-                lambda: f"the worker called only {seen()}",
+                lambda: f"the worker counted {counted()} of {posted} readings and called only {seen()}",
             )
             assert worker.poll() is None, f"the worker stopped: {(directory / 'worker.log').read_text()}"
             worker.send_signal(signal.SIGTERM)

@@ -108,6 +108,12 @@ ARN_FORMATS: dict[str, tuple[str, str]] = {
     "aws_db_instance": ("rds", "db:{identifier}"),
     "aws_rds_cluster": ("rds", "cluster:{cluster_identifier}"),
 }
+# Databases whose master password RDS keeps in a secret: its ARN attribute, and how RDS names the secret.
+MASTER_SECRET_ARN = "master_user_secret[0].secret_arn"
+MASTER_SECRET_HOLDERS = {
+    "aws_db_instance": ("db", "identifier"),
+    "aws_rds_cluster": ("cluster", "cluster_identifier"),
+}
 # The argument that names a resource of each kind the functions are told about.
 IDENTITY = {
     "aws_dynamodb_table": "name",
@@ -162,6 +168,10 @@ def attribute(stack: Stack, address: Address, name: str) -> str:
         return f"db-{resource['identifier']}"
     if address.type == "aws_rds_cluster" and name == "cluster_resource_id":
         return f"cluster-{resource['cluster_identifier']}"
+    if address.type in MASTER_SECRET_HOLDERS and name == MASTER_SECRET_ARN:
+        # RDS names the secret it manages rds!db-<uuid> or rds!cluster-<uuid>.
+        kind, identifier = MASTER_SECRET_HOLDERS[address.type]
+        return build_arn(stack, "secretsmanager", f"secret:rds!{kind}-{resource[identifier]}-{SECRET_SUFFIX}")
     if address.type == "aws_ecr_repository" and name == "repository_url":
         return f"{ACCOUNT}.dkr.ecr.{region(stack)}.amazonaws.com/{resource['name']}"
     if isinstance(resource.get(name), str):

@@ -1,5 +1,6 @@
 """The flow matrix (flows.py) against each stack's security groups and routes."""
 
+import copy
 from typing import Any
 
 from tests.contracts.flows import (
@@ -78,3 +79,25 @@ def test_the_matrix_names_every_function_service_and_data_store_of_the_stack(sta
         f"{unplaced}; expected every Lambda function and ECS service to be a client of FLOWS, every data "
         f"store a server"
     )
+
+
+def test_the_check_reports_a_flow_whose_client_egress_is_gone(stack: dict[str, Any]) -> None:
+    """The query function's egress to PostgreSQL removed: its flow is no longer allowed."""
+    mutated = copy.deepcopy(stack)
+    query = component_name(mutated, "query")
+    groups = {
+        f"${{{address}.id}}"
+        for address, g in resources(mutated, "aws_security_group").items()
+        if g["name"] == query
+    }
+    rules = mutated["resource"]["aws_vpc_security_group_egress_rule"]
+    removed = [n for n, r in rules.items() if r["security_group_id"] in groups and r.get("from_port") == 5432]
+    assert len(removed) == 1, f"{environment(stack)}: expected one egress rule of {query} on 5432"
+    del rules[removed[0]]
+    problems = [
+        problem
+        for result in check_flows(mutated)
+        if (result.flow.client, result.flow.server) == ("query", "postgres")
+        for problem in result.problems
+    ]
+    assert any("no egress rule of query allows tcp 5432 to postgres" in p for p in problems), problems

@@ -165,3 +165,28 @@ def test_the_check_reports_a_grant_nothing_uses(stack: dict[str, Any], recording
         f"{environment(stack)}: granted the processor dynamodb:Scan on its raw table; "
         f"expected it reported as unused, found {findings}"
     )
+
+
+def test_the_check_reports_a_database_login_granted_as_another_user(
+    stack: dict[str, Any], recording: Recording
+) -> None:
+    """rds-db:connect is never recorded (tokens are signed locally): the need comes from DATABASE_USER."""
+    mutated = copy.deepcopy(stack)
+    principal = principal_named(mutated, recording, "query")
+    assert principal is not None
+    (statement,) = [
+        s
+        for policy in resources(mutated, "aws_iam_role_policy").values()
+        if refers_to(policy["role"], principal.role)
+        for s in mutated["data"]["aws_iam_policy_document"][
+            DOCUMENT_REFERENCE.fullmatch(policy["policy"]).group(1)  # type: ignore[union-attr]
+        ]["statement"]
+        if s["actions"] == ["rds-db:connect"]
+    ]
+    assert statement["resources"][0].endswith("/iot_reader")
+    statement["resources"] = [statement["resources"][0].replace("/iot_reader", "/iot_worker")]
+    findings = missing(mutated, principal, grants(mutated, principal.role)[0])
+    assert any("needs rds-db:connect on arn:aws:rds-db:" in f and "/iot_reader: " in f for f in findings), (
+        f"{environment(stack)}: granted the query function a login as iot_worker instead of iot_reader; "
+        f"expected a finding for iot_reader, found {findings}"
+    )
