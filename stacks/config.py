@@ -158,9 +158,7 @@ def _zones(region: str, count: int) -> tuple[str, ...]:
 # (it needs nothing else on Python 3.11.3 and later)...
 REDIS_DISTRIBUTIONS = ("redis",)
 # ... and pg8000 with what it requires, recursively (scramp needs asn1crypto; python-dateutil needs six).
-# TODO(issue 14): ("pg8000", "scramp", "asn1crypto", "python-dateutil", "six") once Pipfile.lock pins pg8000:
-# packaging reads each distribution from the synthesizing environment, which does not hold it yet.
-POSTGRES_DISTRIBUTIONS: tuple[str, ...] = ()
+POSTGRES_DISTRIBUTIONS = ("pg8000", "scramp", "asn1crypto", "python-dateutil", "six")
 # What each function bundles: the Redis clients (the owners map, the latest readings, the rotated token) and
 # the PostgreSQL reader (rollups).
 BUNDLED_DISTRIBUTIONS = {
