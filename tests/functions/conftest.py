@@ -61,6 +61,13 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port() -> int:
+    """A free port for a Redis Cluster node, whose cluster bus listens 10000 ports higher."""
+    while (port := free_port()) > 65535 - 10000:
+        pass
+    return port
+
+
 @dataclass(frozen=True)
 class RedisServer:
     port: int
