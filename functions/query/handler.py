@@ -21,7 +21,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import boto3
@@ -398,7 +398,7 @@ class Stats:
     def json(self) -> str:
         """As a JSON object, every number exact: json writes a Decimal only through a binary float, and an
         hour's or day's sum can have more significant digits than a float keeps."""
-        mean = (self.sum / self.count).quantize(MEAN_PLACES)
+        mean = (self.sum / self.count).quantize(MEAN_PLACES, ROUND_HALF_UP)
         return (
             f'{{"count":{self.count},"sum":{_exact(self.sum)},"min":{_exact(self.min)},'
             f'"max":{_exact(self.max)},"mean":{_exact(mean)}}}'

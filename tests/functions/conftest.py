@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -117,32 +118,36 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[PostgresServer]:
     """PostgreSQL from the pgserver wheel, listening on localhost as RDS listens on its endpoint, with the
-    database DATABASE_NAME migrated as the stream worker's migrate step would."""
+    database DATABASE_NAME migrated as the stream worker's migrate step would.
+
+    Its data lives outside pytest's base temporary directory, which a concurrent pytest run may prune.
+    """
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode=None)
-    info = server.get_postmaster_info()
-    port = free_port()
-    # pgserver starts PostgreSQL on a Unix socket only; the functions connect over TCP.
-    pgserver.pg_ctl(
-        ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {info.socket_dir}", "-l", str(server.log), "restart"],
-        pgdata=server.pgdata,
-        user=server.system_user,
-        timeout=30,
-    )
-    postgres = PostgresServer(port)
-    try:
-        admin = postgres.connect(database="postgres")
-        admin.run(f"CREATE DATABASE {DATABASE_NAME}")
-        admin.close()
-        admin = postgres.connect()
-        admin.run(MIGRATION.read_text())
-        admin.close()
-        yield postgres
-    finally:
-        pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    with tempfile.TemporaryDirectory(prefix="functions-postgres-") as directory:
+        server = pgserver.get_server(Path(directory) / "data", cleanup_mode=None)
+        port = free_port()
+        # pgserver starts PostgreSQL on a Unix socket only; the functions connect over TCP.
+        socket_dir = server.get_postmaster_info().socket_dir
+        pgserver.pg_ctl(
+            ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {socket_dir}", "-l", str(server.log), "restart"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+            timeout=30,
+        )
+        postgres = PostgresServer(port)
+        try:
+            admin = postgres.connect(database="postgres")
+            admin.run(f"CREATE DATABASE {DATABASE_NAME}")
+            admin.close()
+            admin = postgres.connect()
+            admin.run(MIGRATION.read_text())
+            admin.close()
+            yield postgres
+        finally:
+            pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 
 
 @dataclass(frozen=True)
