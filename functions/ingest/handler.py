@@ -44,7 +44,7 @@ from readings import (
     parse_json,
     reading_problems,
 )
-from readings.ownership import Registry, RedisSettings, SharedRedis
+from readings.ownership import RedisSettings, Registry, SharedRedis
 
 MEDIA_TYPE = "application/json"
 PUT_RECORDS_MAX_ENTRIES = 500  # Kinesis PutRecords limits

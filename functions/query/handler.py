@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import ssl
@@ -25,13 +26,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import boto3
-import pg8000.native
+import pg8000.native  # type: ignore[import-untyped]  # pg8000 ships no type information
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError
 from readings import CANONICAL_TIMESTAMP, DEVICE_ID, EPOCH, ONE_MILLISECOND, canonical_timestamp, rds
-from readings.ownership import Registry, RedisSettings, SharedRedis, Unavailable
+from readings.ownership import RedisSettings, Registry, SharedRedis, Unavailable
 from redis import Redis, RedisCluster
 
 DEFAULT_LIMIT = 100
@@ -363,7 +364,8 @@ WITH RECURSIVE periods (period, n) AS (
         WHERE device_id = :device_id
             AND hour >= CAST(:start AS timestamptz)
             AND hour < CAST(:end AS timestamptz) + CAST(:step AS interval)
-            AND date_trunc(:unit, hour, 'UTC') BETWEEN CAST(:start AS timestamptz) AND CAST(:end AS timestamptz)
+            AND date_trunc(:unit, hour, 'UTC') >= CAST(:start AS timestamptz)
+            AND date_trunc(:unit, hour, 'UTC') <= CAST(:end AS timestamptz)
         ORDER BY hour LIMIT 1
     ), 1
     UNION ALL
@@ -502,10 +504,8 @@ class Database:
 
     def _close(self) -> None:
         if self._connection is not None:
-            try:
+            with contextlib.suppress(pg8000.native.InterfaceError, OSError):  # broken already: dropped
                 self._connection.close()
-            except (pg8000.native.InterfaceError, OSError):
-                pass  # already broken: the point is to drop it
             self._connection = None
 
 
@@ -550,7 +550,9 @@ def get_latest(event: APIGatewayProxyEvent) -> dict[str, Any]:
         logger.warning("Redis is unavailable", error=repr(error.__cause__))
         return _response(503, {"message": f"latest readings unavailable: {error}"})
     if reading is None:
-        return _response(404, {"message": f"device {device_id!r} has no reading within the raw readings' retention"})
+        return _response(
+            404, {"message": f"device {device_id!r} has no reading within the raw readings' time to live"}
+        )
     return _response(200, {"device_id": device_id, "reading": reading})
 
 
@@ -572,7 +574,10 @@ def _owned(event: APIGatewayProxyEvent, device_id: str) -> dict[str, Any] | None
     if refusal is None:
         return None
     logger.warning(
-        "Refused by the device registry", status_code=refusal.status_code, refusal=refusal.body, cause=refusal.cause
+        "Refused by the device registry",
+        status_code=refusal.status_code,
+        refusal=refusal.body,
+        cause=refusal.cause,
     )
     return _response(refusal.status_code, refusal.body)
 

@@ -19,6 +19,7 @@ import boto3
 import pytest
 import redis
 from moto import mock_aws
+from redis.typing import EncodableT, FieldT
 
 from tests.functions.events import CLIENT_ID, kinesis_event
 
@@ -112,7 +113,7 @@ class PostgresServer:
 
     def connect(self, user: str = "postgres", database: str = DATABASE_NAME) -> Any:
         """A pg8000 connection; the test server trusts every local login, so no password is checked."""
-        import pg8000.native
+        import pg8000.native  # type: ignore[import-untyped]  # pg8000 ships no type information
 
         return pg8000.native.Connection(user, host="127.0.0.1", port=self.port, database=database)
 
@@ -124,14 +125,14 @@ def postgres_server() -> Iterator[PostgresServer]:
 
     Its data lives outside pytest's base temporary directory, which a concurrent pytest run may prune.
     """
-    import pgserver
+    import pgserver  # its functions are made at import: mypy sees neither get_server nor pg_ctl
 
     with tempfile.TemporaryDirectory(prefix="functions-postgres-") as directory:
-        server = pgserver.get_server(Path(directory) / "data", cleanup_mode=None)
+        server = pgserver.get_server(Path(directory) / "data", cleanup_mode=None)  # type: ignore[attr-defined]
         port = free_port()
         # pgserver starts PostgreSQL on a Unix socket only; the functions connect over TCP.
         socket_dir = server.get_postmaster_info().socket_dir
-        pgserver.pg_ctl(
+        pgserver.pg_ctl(  # type: ignore[attr-defined]
             ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {socket_dir}", "-l", str(server.log), "restart"],
             pgdata=server.pgdata,
             user=server.system_user,
@@ -147,7 +148,9 @@ def postgres_server() -> Iterator[PostgresServer]:
             admin.close()
             yield postgres
         finally:
-            pgserver.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+            pgserver.pg_ctl(  # type: ignore[attr-defined]
+                ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
+            )
 
 
 @dataclass(frozen=True)
@@ -165,10 +168,11 @@ class Stores:
         """Replaces the owners map, and marks it published, as the stream worker does."""
         from readings.ownership import OWNERS_KEY, OWNERS_PUBLISHED_KEY, OWNERS_STALE_SECONDS
 
+        mapping: dict[FieldT, EncodableT] = {device: owner for device, owner in owners.items()}
         pipeline = self.redis.pipeline()
         pipeline.delete(OWNERS_KEY)
         if owners:
-            pipeline.hset(OWNERS_KEY, mapping=owners)
+            pipeline.hset(OWNERS_KEY, mapping=mapping)
         pipeline.set(OWNERS_PUBLISHED_KEY, int(time.time()), ex=OWNERS_STALE_SECONDS)
         pipeline.execute()
 

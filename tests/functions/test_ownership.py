@@ -17,9 +17,9 @@ from readings.ownership import (
     CACHE_SECONDS,
     OWNERS_KEY,
     OWNERS_PUBLISHED_KEY,
+    RedisSettings,
     Refusal,
     Registry,
-    RedisSettings,
     SharedRedis,
 )
 
@@ -90,7 +90,9 @@ def test_readings_of_the_callers_own_devices_are_accepted_and_another_client_is_
 def test_a_request_without_an_api_key_id_gets_403_and_nothing_is_written(
     ingest: ModuleType, aws: Aws, stores: Stores, context: LambdaContext
 ) -> None:
-    status, response = post(ingest, context, [reading("dev-1", minutes_ago(1), temperature=20)], client_id=None)
+    status, response = post(
+        ingest, context, [reading("dev-1", minutes_ago(1), temperature=20)], client_id=None
+    )
 
     assert status == 403
     assert "no API key" in response["message"]
@@ -195,9 +197,7 @@ def test_a_token_redis_refuses_even_after_reading_it_again_gets_503(
     assert refusal.cause is not None and "AuthenticationError" in refusal.cause
 
 
-def test_a_large_batch_of_owned_devices_takes_one_lookup(
-    registry_redis: SharedRedis, stores: Stores
-) -> None:
+def test_a_large_batch_of_owned_devices_takes_one_lookup(registry_redis: SharedRedis, stores: Stores) -> None:
     before = owner_lookups(stores)
 
     assert Registry(registry_redis).refusal(CLIENT_ID, set(OWNED_DEVICES)) is None
@@ -238,9 +238,7 @@ def cluster_port(tmp_path: Path) -> Iterator[int]:
         process.wait(10)
 
 
-def test_the_owners_are_read_from_a_redis_cluster_in_one_pipeline(
-    cluster_port: int, stores: Stores
-) -> None:
+def test_the_owners_are_read_from_a_redis_cluster_in_one_pipeline(cluster_port: int, stores: Stores) -> None:
     settings = RedisSettings(
         host="127.0.0.1", port=cluster_port, tls=False, cluster=True,
         auth_token_secret_arn=stores.auth_token_secret_arn,

@@ -1,4 +1,4 @@
-"""GET /v1/devices/{device_id}/rollups: hourly and daily totals from PostgreSQL, pages, and refused requests."""
+"""GET /v1/devices/{device_id}/rollups: hourly and daily totals from PostgreSQL, pages, refused requests."""
 
 import base64
 import json
@@ -23,7 +23,8 @@ def insert(postgres: PostgresServer, rows: list[Row]) -> None:
                 "INSERT INTO hourly_rollups (device_id, metric, hour, count, sum, min, max) "
                 "VALUES (:device_id, :metric, CAST(:hour AS timestamptz), :count, CAST(:sum AS numeric), "
                 "CAST(:min AS numeric), CAST(:max AS numeric))",
-                device_id=device_id, metric=metric, hour=hour, count=count, sum=total, min=minimum, max=maximum,
+                device_id=device_id, metric=metric, hour=hour, count=count,
+                sum=total, min=minimum, max=maximum,
             )  # fmt: skip
     finally:
         connection.close()
@@ -82,7 +83,10 @@ def test_hours_are_returned_oldest_first_with_each_metrics_totals(
                 "start": "2026-11-23T11:00:00.000Z",
                 "metrics": {"temperature": stats(3, "60.000003", "19.000001", "21.000001", "20.000001")},
             },
-            {"start": "2026-11-23T23:00:00.000Z", "metrics": {"temperature": stats(1, "-3.25", "-3.25", "-3.25", "-3.25")}},
+            {
+                "start": "2026-11-23T23:00:00.000Z",
+                "metrics": {"temperature": stats(1, "-3.25", "-3.25", "-3.25", "-3.25")},
+            },
             {"start": "2026-11-24T00:00:00.000Z", "metrics": {"temperature": stats(1, "5", "5", "5", "5")}},
         ],
         "next_token": None,
@@ -114,7 +118,15 @@ def test_sums_are_exact_beyond_the_digits_a_float_keeps(
     insert(
         stores.postgres,
         [
-            ("dev-1", "energy", f"2026-11-23T{hour:02}:00:00Z", 3600, "999999999999999.999999", "1", "999999999999.5")
+            (
+                "dev-1",
+                "energy",
+                f"2026-11-23T{hour:02}:00:00Z",
+                3600,
+                "999999999999999.999999",
+                "1",
+                "999999999999.5",
+            )
             for hour in range(24)
         ],
     )
@@ -125,18 +137,28 @@ def test_sums_are_exact_beyond_the_digits_a_float_keeps(
     assert page["rollups"][0]["metrics"]["energy"] == stats(
         86400, "23999999999999999.999976", "1", "999999999999.5", "277777777777.777778"
     )
-    assert "23999999999999999.999976" in query.handler(
-        get_readings("dev-1", {"resolution": "day"}, route="rollups"), context
-    )["body"]
+    assert (
+        "23999999999999999.999976"
+        in query.handler(get_readings("dev-1", {"resolution": "day"}, route="rollups"), context)["body"]
+    )
 
 
 def test_a_period_is_returned_if_it_begins_within_from_and_to(
     query: ModuleType, context: LambdaContext, day: None
 ) -> None:
     hours = get(query, context, "dev-1", **{"from": "2026-11-23T10:30:00Z", "to": "2026-11-23T23:00:00Z"})
-    days = get(query, context, "dev-1", resolution="day", **{"from": "2026-11-22T12:00+01:00", "to": "2026-11-23T06:00:00Z"})  # fmt: skip
+    days = get(
+        query,
+        context,
+        "dev-1",
+        resolution="day",
+        **{"from": "2026-11-22T12:00+01:00", "to": "2026-11-23T06:00Z"},
+    )
 
-    assert [r["start"] for r in hours[1]["rollups"]] == ["2026-11-23T11:00:00.000Z", "2026-11-23T23:00:00.000Z"]
+    assert [r["start"] for r in hours[1]["rollups"]] == [
+        "2026-11-23T11:00:00.000Z",
+        "2026-11-23T23:00:00.000Z",
+    ]
     # The whole day of 2026-11-23, its hours after `to` included: a day is not cut.
     assert [(r["start"], r["metrics"]["temperature"]["count"]) for r in days[1]["rollups"]] == [
         ("2026-11-23T00:00:00.000Z", 6)
@@ -156,7 +178,9 @@ def test_history_older_than_the_raw_readings_ttl_is_returned(
     ]
 
 
-@pytest.mark.parametrize(("resolution", "hours", "pages"), [("hour", 25, [7, 7, 7, 4]), ("day", 24 * 9, [4, 4, 1])])
+@pytest.mark.parametrize(
+    ("resolution", "hours", "pages"), [("hour", 25, [7, 7, 7, 4]), ("day", 24 * 9, [4, 4, 1])]
+)
 def test_pages_return_every_period_once_in_time_order(
     query: ModuleType,
     context: LambdaContext,
@@ -169,7 +193,15 @@ def test_pages_return_every_period_once_in_time_order(
     insert(
         stores.postgres,
         [
-            ("dev-1", "temperature", f"2026-11-{1 + 2 * n // 24:02}T{2 * n % 24:02}:00:00Z", 1, str(n), str(n), str(n))
+            (
+                "dev-1",
+                "temperature",
+                f"2026-11-{1 + 2 * n // 24:02}T{2 * n % 24:02}:00:00Z",
+                1,
+                str(n),
+                str(n),
+                str(n),
+            )
             for n in range(hours // 2 if resolution == "day" else hours)
         ],
     )
@@ -232,17 +264,28 @@ BAD_PARAMETERS: dict[str, tuple[str, dict[str, str], str]] = {
     ),
     "token-of-another-resolution": (
         "dev-1",
-        {"resolution": "day", "next_token": token({"device_id": "dev-1", "resolution": "hour", "period": HOUR})},
+        {
+            "resolution": "day",
+            "next_token": token({"device_id": "dev-1", "resolution": "hour", "period": HOUR}),
+        },
         "next_token",
     ),
     "token-not-at-a-period-start": (
         "dev-1",
-        {"next_token": token({"device_id": "dev-1", "resolution": "hour", "period": "2026-11-23T10:30:00.000Z"})},
+        {
+            "next_token": token(
+                {"device_id": "dev-1", "resolution": "hour", "period": "2026-11-23T10:30:00.000Z"}
+            )
+        },
         "next_token",
     ),
     "token-of-a-date-that-does-not-exist": (
         "dev-1",
-        {"next_token": token({"device_id": "dev-1", "resolution": "hour", "period": "2026-02-30T10:00:00.000Z"})},
+        {
+            "next_token": token(
+                {"device_id": "dev-1", "resolution": "hour", "period": "2026-02-30T10:00:00.000Z"}
+            )
+        },
         "next_token",
     ),
     "token-outside-range": (
@@ -295,7 +338,10 @@ def test_an_unreachable_database_gets_503(
 ) -> None:
     query = load_function("query", DATABASE_PORT=str(free_port()))  # nothing listens there
 
-    assert get(query, context, "dev-1") == (503, {"message": "rollups unavailable: the database did not answer"})
+    assert get(query, context, "dev-1") == (
+        503,
+        {"message": "rollups unavailable: the database did not answer"},
+    )
 
 
 def test_a_dropped_connection_is_made_again(
@@ -305,7 +351,8 @@ def test_a_dropped_connection_is_made_again(
     admin = stores.postgres.connect()
     try:
         (terminated,) = admin.run(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'iot-query'"
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'iot-query'"
         )[0]
     finally:
         admin.close()
