@@ -474,7 +474,7 @@ class Database:
             except (pg8000.native.InterfaceError, pg8000.native.DatabaseError) as error:
                 if isinstance(error, pg8000.native.DatabaseError) and not _unavailable(error):
                     raise
-                self._close()
+                self.close()
                 if attempt == 2:
                     raise DatabaseUnavailable(repr(error)) from error
         raise AssertionError("unreachable")
@@ -502,7 +502,7 @@ class Database:
         except (BotoCoreError, OSError) as error:  # no credentials to sign with; the CA bundle not fetched
             raise DatabaseUnavailable(repr(error)) from error
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(pg8000.native.InterfaceError, OSError):  # broken already: dropped
                 self._connection.close()

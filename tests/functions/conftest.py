@@ -39,6 +39,7 @@ OWNED_DEVICES = [
     *(f"dev-{n}" for n in range(100)),
     *(f"dev-{n:02}" for n in range(10)),
     *(f"device-{n:04}" for n in range(1000)),
+    *(f"{group}-{n}" for group in ("a", "b", "c", "old", "new") for n in range(10)),
     "dev-unknown",
 ]
 _module_numbers = itertools.count()
@@ -350,12 +351,16 @@ LoadFunction = Callable[..., ModuleType]
 
 
 @pytest.fixture
-def load_function(aws: Aws, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> LoadFunction:
+def load_function(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[LoadFunction]:
     """Loads functions/<name>/handler.py as a new module, with the test's environment and overrides.
 
     Handlers parse their environment and create clients at import, so each load is fresh and unshared.
-    Ingest and query also get the stores (started for the tests that load them).
+    Ingest and query also get the stores (started for the tests that load them); the connections a query
+    module made are closed after the test, so that they do not pile up on the session's PostgreSQL.
     """
+    queries: list[ModuleType] = []
 
     def load(name: str, **overrides: str) -> ModuleType:
         environment = function_environment(aws)[name]
@@ -374,9 +379,13 @@ def load_function(aws: Aws, monkeypatch: pytest.MonkeyPatch, request: pytest.Fix
         # No __pycache__ in functions/: each directory is zipped, and hashed, as it is.
         monkeypatch.setattr(sys, "dont_write_bytecode", True)
         spec.loader.exec_module(module)
+        if name == "query":
+            queries.append(module)
         return module
 
-    return load
+    yield load
+    for query in queries:
+        query.database.close()
 
 
 @pytest.fixture
