@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -79,8 +80,13 @@ class RedisServer:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
     """A redis-server requiring REDIS_AUTH_TOKEN, as ElastiCache requires its AUTH token."""
-    directory = tmp_path_factory.mktemp("redis")
     port = free_port()
     # fmt: off
     process = subprocess.Popen(
@@ -121,6 +127,12 @@ class PostgresServer:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
     """PostgreSQL from the pgserver wheel, listening on localhost as RDS listens on its endpoint, with the
     database DATABASE_NAME migrated as the stream worker's migrate step would.
 
