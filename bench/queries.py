@@ -33,6 +33,7 @@ from types import ModuleType
 
 import boto3
 from moto import mock_aws
+from redis.typing import EncodableT, FieldT
 
 from tests.functions.conftest import (
     FUNCTIONS,
@@ -155,9 +156,9 @@ def main() -> None:
         secret_arn = boto3.client("secretsmanager").create_secret(
             Name="bench/redis", SecretString=json.dumps({"auth_token": REDIS_AUTH_TOKEN})
         )["ARN"]
-        owners = {f"device-{n:06}": CLIENT_ID for n in range(OWNED)}
+        owners: dict[FieldT, EncodableT] = {f"device-{n:06}": CLIENT_ID for n in range(OWNED)}
         pipeline = redis_server.client.pipeline()
-        pipeline.hset(OWNERS_KEY, mapping=owners)  # type: ignore[arg-type]
+        pipeline.hset(OWNERS_KEY, mapping=owners)
         pipeline.set(OWNERS_PUBLISHED_KEY, int(time.time()))
         pipeline.execute()
         redis_server.client.hset(
