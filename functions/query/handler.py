@@ -467,21 +467,24 @@ class Database:
         self._connection: pg8000.native.Connection | None = None
 
     def run(self, sql: str, **parameters: Any) -> list[list[Any]]:
-        """The statement's rows; on a new connection once more if the kept one failed. Raises
-        DatabaseUnavailable if the database cannot serve."""
-        for attempt in (1, 2):
-            try:
-                if self._connection is None:
-                    self._connection = self._connect()
-                rows: list[list[Any]] = self._connection.run(sql, **parameters)
-                return rows
-            except (pg8000.native.InterfaceError, pg8000.native.DatabaseError) as error:
-                if isinstance(error, pg8000.native.DatabaseError) and not _unavailable(error):
-                    raise
-                self.close()
-                if attempt == 2:
-                    raise DatabaseUnavailable(repr(error)) from error
-        raise AssertionError("unreachable")
+        """The statement's rows. Raises DatabaseUnavailable if the database cannot serve, on the kept
+        connection and then on a new one (a Lambda frozen for a while finds its connection closed)."""
+        try:
+            return self._run(sql, parameters)
+        except DatabaseUnavailable:
+            return self._run(sql, parameters)
+
+    def _run(self, sql: str, parameters: dict[str, Any]) -> list[list[Any]]:
+        try:
+            if self._connection is None:
+                self._connection = self._connect()
+            rows: list[list[Any]] = self._connection.run(sql, **parameters)
+            return rows
+        except (pg8000.native.InterfaceError, pg8000.native.DatabaseError) as error:
+            if isinstance(error, pg8000.native.DatabaseError) and not _unavailable(error):
+                raise
+            self.close()
+            raise DatabaseUnavailable(repr(error)) from error
 
     def _connect(self) -> pg8000.native.Connection:
         settings = self._settings

@@ -123,6 +123,8 @@ class SharedRedis:
                 return commands(self._connected())
         except (RedisError, RedisClusterException) as error:
             self.close()
+            if _authentication_refused(error):
+                raise Unavailable("Redis refused the AUTH token the secret holds") from error
             raise Unavailable("Redis did not answer") from error
 
     def close(self) -> None:

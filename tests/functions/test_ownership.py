@@ -194,6 +194,9 @@ def test_a_token_redis_refuses_even_after_reading_it_again_gets_503(
     refusal = Registry(registry_redis).refusal(CLIENT_ID, {"dev-1"})
 
     assert refusal is not None and refusal.status_code == 503
+    assert refusal.body == {
+        "message": "device registry unavailable: Redis refused the AUTH token the secret holds"
+    }
     assert refusal.cause is not None and "AuthenticationError" in refusal.cause
 
 

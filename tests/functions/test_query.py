@@ -7,10 +7,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import redis
 from readings import Reading
 from readings.ownership import OWNERS_PUBLISHED_KEY
 
-from tests.functions.conftest import OTHER_CLIENT_ID, Aws, LambdaContext, Stores
+from tests.functions.conftest import OTHER_CLIENT_ID, REDIS_AUTH_TOKEN, Aws, LambdaContext, Stores
 from tests.functions.events import CLIENT_ID, get_readings, iso, minutes_ago, post_readings, reading
 
 
@@ -228,3 +229,24 @@ def test_latest_takes_no_parameters(query: ModuleType, context: LambdaContext) -
 
     assert response["statusCode"] == 400
     assert [p["parameter"] for p in json.loads(response["body"])["problems"]] == ["limit"]
+
+
+def test_latest_answers_503_if_redis_fails_after_the_owner_was_cached(
+    query: ModuleType, context: LambdaContext, stores: Stores
+) -> None:
+    assert query.handler(get_readings("dev-1", route="latest"), context)["statusCode"] == 404
+    # Redis now refuses the function's token, and the secret still holds it: the owner is cached, the
+    # latest reading cannot be read.
+    stores.redis.config_set("requirepass", "another-token-0123456789")
+    admin = redis.Redis(port=stores.redis_port, password="another-token-0123456789")
+    try:
+        admin.client_kill_filter(_type="normal", skipme=True)
+        response = query.handler(get_readings("dev-1", route="latest"), context)
+    finally:
+        admin.config_set("requirepass", REDIS_AUTH_TOKEN)
+        admin.close()
+
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"]) == {
+        "message": "latest readings unavailable: Redis refused the AUTH token the secret holds"
+    }
