@@ -4,10 +4,10 @@ A request is checked as a whole: a body that is not JSON text gets a 415 or a 40
 stored a 400 naming every problem, and then nothing is written. Nor is anything written for a valid request
 that names a device not registered to the calling API client (403, naming such devices), or that comes while
 the device registry cannot be read (503: never "allow all"; see readings.ownership). A reading that the
-request repeats (the same device, millisecond and values) is sent once and counted as a duplicate; two different readings of one device
-and millisecond are refused, since only one of them could be stored. The readings are packed into as few
-stream records as fit (readings.pack), which go to Kinesis in PutRecords calls; refused records (and only
-those) are retried with backoff. Readings still not on the stream get a 503 that names them, so that a client
+request repeats (the same device, millisecond and values) is sent once and counted as a duplicate; two
+different readings of one device and millisecond are refused, since only one of them could be stored. The
+readings are packed into as few stream records as fit (readings.pack), which go to Kinesis in PutRecords
+calls; refused records (and only those) are retried with backoff. Readings still not on the stream get a 503 that names them, so that a client
 resends exactly those.
 """
 
