@@ -7,8 +7,8 @@ the device registry cannot be read (503: never "allow all"; see readings.ownersh
 request repeats (the same device, millisecond and values) is sent once and counted as a duplicate; two
 different readings of one device and millisecond are refused, since only one of them could be stored. The
 readings are packed into as few stream records as fit (readings.pack), which go to Kinesis in PutRecords
-calls; refused records (and only those) are retried with backoff. Readings still not on the stream get a 503 that names them, so that a client
-resends exactly those.
+calls; refused records (and only those) are retried with backoff. Readings still not on the stream get a
+503 that names them, so that a client resends exactly those.
 """
 
 from __future__ import annotations
