@@ -541,9 +541,10 @@ database = Database(CONFIG.database)
 
 def get_readings(event: APIGatewayProxyEvent) -> dict[str, Any]:
     query = parse_readings_query(event.path_parameters, event.query_string_parameters)
-    return _owned(event, query.device_id) or _response(
-        200, query_readings(dynamodb, CONFIG.raw_table_name, query)
-    )
+    refused = _owned(event, query.device_id)
+    if refused:
+        return refused
+    return _response(200, query_readings(dynamodb, CONFIG.raw_table_name, query))
 
 
 def get_latest(event: APIGatewayProxyEvent) -> dict[str, Any]:
@@ -557,9 +558,8 @@ def get_latest(event: APIGatewayProxyEvent) -> dict[str, Any]:
         logger.warning("Redis is unavailable", error=repr(error.__cause__))
         return _response(503, {"message": f"latest readings unavailable: {error}"})
     if reading is None:
-        return _response(
-            404, {"message": f"device {device_id!r} has no reading within the raw readings' time to live"}
-        )
+        # The worker's copy expires with the raw reading (READING_TTL_DAYS).
+        return _response(404, {"message": f"no reading of device {device_id!r} is kept"})
     return _response(200, {"device_id": device_id, "reading": reading})
 
 
