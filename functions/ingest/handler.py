@@ -1,12 +1,14 @@
 """POST /v1/readings: validate sensor readings and put them on the Kinesis stream, packed into records.
 
 A request is checked as a whole: a body that is not JSON text gets a 415 or a 400, a reading that cannot be
-stored a 400 naming every problem, and then nothing is written. A reading that the request repeats (the same
-device, millisecond and values) is sent once and counted as a duplicate; two different readings of one device
-and millisecond are refused, since only one of them could be stored. The readings are packed into as few
-stream records as fit (readings.pack), which go to Kinesis in PutRecords calls; refused records (and only
-those) are retried with backoff. Readings still not on the stream get a 503 that names them, so that a client
-resends exactly those.
+stored a 400 naming every problem, and then nothing is written. Nor is anything written for a valid request
+that names a device not registered to the calling API client (403, naming such devices), or that comes while
+the device registry cannot be read (503: never "allow all"; see readings.ownership). A reading that the
+request repeats (the same device, millisecond and values) is sent once and counted as a duplicate; two
+different readings of one device and millisecond are refused, since only one of them could be stored. The
+readings are packed into as few stream records as fit (readings.pack), which go to Kinesis in PutRecords
+calls; refused records (and only those) are retried with backoff. Readings still not on the stream get a
+503 that names them, so that a client resends exactly those.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from readings import (
     parse_json,
     reading_problems,
 )
+from readings.ownership import RedisSettings, Registry, SharedRedis
 
 MEDIA_TYPE = "application/json"
 PUT_RECORDS_MAX_ENTRIES = 500  # Kinesis PutRecords limits
@@ -62,6 +65,7 @@ class Config:
     max_reading_age: timedelta
     max_clock_skew: timedelta
     put_records_max_attempts: int
+    redis: RedisSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -75,6 +79,7 @@ class Config:
             max_reading_age=timedelta(seconds=_positive_int(env, "MAX_READING_AGE_SECONDS")),
             max_clock_skew=timedelta(seconds=_positive_int(env, "MAX_CLOCK_SKEW_SECONDS")),
             put_records_max_attempts=_positive_int(env, "PUT_RECORDS_MAX_ATTEMPTS"),
+            redis=RedisSettings.from_env(env),
         )
 
 
@@ -294,6 +299,7 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 kinesis = boto3.client("kinesis")
+registry = Registry(SharedRedis(CONFIG.redis, boto3.client("secretsmanager")))
 
 
 @logger.inject_lambda_context
@@ -319,6 +325,23 @@ def handler(event: APIGatewayProxyEvent, context: LambdaContext) -> dict[str, An
                 "problems": [asdict(problem) for problem in invalid.problems[:MAX_LISTED_PROBLEMS]],
             },
         )
+
+    refusal = registry.refusal(
+        event.request_context.identity.api_key_id, {entry.reading.device_id for entry in distinct}
+    )
+    if refusal:
+        metrics.add_metric(
+            name="RegistryUnavailable" if refusal.status_code == 503 else "ForbiddenRequests",
+            unit=MetricUnit.Count,
+            value=1,
+        )
+        logger.warning(
+            "Refused by the device registry",
+            status_code=refusal.status_code,
+            refusal=refusal.body,
+            cause=refusal.cause,
+        )
+        return _response(refusal.status_code, refusal.body)
 
     refused = put_readings(kinesis, CONFIG.stream_name, distinct, CONFIG.put_records_max_attempts)
     accepted = len(distinct) - len(refused)

@@ -1,10 +1,16 @@
-"""Moto-backed AWS resources and freshly loaded Lambda handlers for the function tests."""
+"""Moto-backed AWS resources, a real redis-server and PostgreSQL, and freshly loaded Lambda handlers for the
+function tests."""
 
 import importlib.util
 import itertools
 import json
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -12,9 +18,11 @@ from typing import Any
 
 import boto3
 import pytest
+import redis
 from moto import mock_aws
+from redis.typing import EncodableT, FieldT
 
-from tests.functions.events import kinesis_event
+from tests.functions.events import CLIENT_ID, kinesis_event
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 # A Lambda package holds the function's directory and readings/ at its root, and Lambda puts that root first
@@ -23,6 +31,18 @@ if str(FUNCTIONS) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS))
 REGION = "eu-west-1"
 THRESHOLDS = {"temperature": {"max": 80}, "humidity": {"min": 10, "max": 90}}
+MIGRATION = FUNCTIONS / "stream_worker" / "migrations" / "0001_registry_and_rollups.sql"
+REDIS_AUTH_TOKEN = "functions-test-auth-token-0123456789"
+DATABASE_NAME = "iot"
+OTHER_CLIENT_ID = "zyxw9876vu"
+# The devices the tests name, registered to the recorded events' client unless a test says otherwise.
+OWNED_DEVICES = [
+    *(f"dev-{n}" for n in range(100)),
+    *(f"dev-{n:02}" for n in range(10)),
+    *(f"device-{n:04}" for n in range(1000)),
+    *(f"{group}-{n}" for group in ("a", "b", "c", "old", "new") for n in range(10)),
+    "dev-unknown",
+]
 _module_numbers = itertools.count()
 
 
@@ -36,6 +56,162 @@ def redis_server_executable() -> str:
     executable = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
     assert executable.is_file(), f"{executable} is missing"
     return str(executable)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def free_cluster_port() -> int:
+    """A free port for a Redis Cluster node, whose cluster bus listens 10000 ports higher."""
+    while (port := free_port()) > 65535 - 10000:
+        pass
+    return port
+
+
+@dataclass(frozen=True)
+class RedisServer:
+    port: int
+    client: redis.Redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@contextmanager
+def running_redis(directory: Path) -> Iterator[RedisServer]:
+    """A redis-server requiring REDIS_AUTH_TOKEN, as ElastiCache requires its AUTH token."""
+    port = free_port()
+    # fmt: off
+    process = subprocess.Popen(
+        [
+            redis_server_executable(), "--bind", "127.0.0.1", "--port", str(port),
+            "--requirepass", REDIS_AUTH_TOKEN, "--save", "", "--appendonly", "no", "--dir", str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    # fmt: on
+    client = redis.Redis(port=port, password=REDIS_AUTH_TOKEN, socket_timeout=2, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+                time.sleep(0.02)
+        yield RedisServer(port, client)
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(10)
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    port: int
+
+    def connect(self, user: str = "postgres", database: str = DATABASE_NAME) -> Any:
+        """A pg8000 connection; the test server trusts every local login, so no password is checked."""
+        import pg8000.native  # type: ignore[import-untyped]  # pg8000 ships no type information
+
+        return pg8000.native.Connection(user, host="127.0.0.1", port=self.port, database=database)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """PostgreSQL from the pgserver wheel, listening on localhost as RDS listens on its endpoint, with the
+    database DATABASE_NAME migrated as the stream worker's migrate step would.
+
+    Its data lives outside pytest's base temporary directory, which a concurrent pytest run may prune.
+    """
+    import pgserver  # its functions are made at import: mypy sees neither get_server nor pg_ctl
+
+    with tempfile.TemporaryDirectory(prefix="functions-postgres-") as directory:
+        server = pgserver.get_server(Path(directory) / "data", cleanup_mode=None)  # type: ignore[attr-defined]
+        port = free_port()
+        # pgserver starts PostgreSQL on a Unix socket only; the functions connect over TCP.
+        socket_dir = server.get_postmaster_info().socket_dir
+        pgserver.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {socket_dir}", "-l", str(server.log), "restart"],
+            pgdata=server.pgdata,
+            user=server.system_user,
+            timeout=30,
+        )
+        postgres = PostgresServer(port)
+        try:
+            admin = postgres.connect(database="postgres")
+            admin.run(f"CREATE DATABASE {DATABASE_NAME}")
+            admin.close()
+            admin = postgres.connect()
+            admin.run(MIGRATION.read_text())
+            admin.close()
+            yield postgres
+        finally:
+            pgserver.pg_ctl(  # type: ignore[attr-defined]
+                ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
+            )
+
+
+@dataclass(frozen=True)
+class Stores:
+    """What ingest and query read besides AWS: the owners map in Redis, its AUTH token's secret, and
+    PostgreSQL's rollups."""
+
+    redis: redis.Redis
+    redis_port: int
+    postgres: PostgresServer
+    secretsmanager: Any
+    auth_token_secret_arn: str
+
+    def publish_owners(self, owners: dict[str, str]) -> None:
+        """Replaces the owners map, and marks it published, as the stream worker does."""
+        from readings.ownership import OWNERS_KEY, OWNERS_PUBLISHED_KEY, OWNERS_STALE_SECONDS
+
+        mapping: dict[FieldT, EncodableT] = {device: owner for device, owner in owners.items()}
+        pipeline = self.redis.pipeline()
+        pipeline.delete(OWNERS_KEY)
+        if owners:
+            pipeline.hset(OWNERS_KEY, mapping=mapping)
+        pipeline.set(OWNERS_PUBLISHED_KEY, int(time.time()), ex=OWNERS_STALE_SECONDS)
+        pipeline.execute()
+
+    def environment(self) -> dict[str, str]:
+        return {
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(self.redis_port),
+            "REDIS_TLS": "false",
+            "REDIS_CLUSTER": "false",
+            "REDIS_AUTH_TOKEN_SECRET_ARN": self.auth_token_secret_arn,
+        }
+
+
+@pytest.fixture
+def stores(aws: "Aws", redis_server: RedisServer, postgres_server: PostgresServer) -> Stores:
+    redis_server.client.flushall()
+    admin = postgres_server.connect()
+    admin.run("TRUNCATE hourly_rollups")
+    admin.close()
+    secretsmanager = boto3.client("secretsmanager")
+    secret_arn = secretsmanager.create_secret(
+        Name="iot/redis/auth-token", SecretString=json.dumps({"auth_token": REDIS_AUTH_TOKEN})
+    )["ARN"]
+    stores = Stores(redis_server.client, redis_server.port, postgres_server, secretsmanager, secret_arn)
+    stores.publish_owners(dict.fromkeys(OWNED_DEVICES, CLIENT_ID))
+    return stores
 
 
 @dataclass(frozen=True)
@@ -167,7 +343,19 @@ def function_environment(aws: Aws) -> dict[str, dict[str, str]]:
             "AGGREGATE_TTL_DAYS": "400",
             "DYNAMODB_MAX_ATTEMPTS": "3",
         },
-        "query": {"RAW_TABLE_NAME": aws.raw_table},
+        "query": {"RAW_TABLE_NAME": aws.raw_table, "AWS_REGION": REGION},
+    }
+
+
+def database_environment(postgres: PostgresServer) -> dict[str, str]:
+    """The query function's PostgreSQL settings: the reader role, with a password and no TLS as locally."""
+    return {
+        "DATABASE_HOST": "127.0.0.1",
+        "DATABASE_PORT": str(postgres.port),
+        "DATABASE_NAME": DATABASE_NAME,
+        "DATABASE_USER": "iot_reader",
+        "DATABASE_PASSWORD": "unchecked-by-the-test-server",
+        "DATABASE_TLS": "false",
     }
 
 
@@ -175,14 +363,25 @@ LoadFunction = Callable[..., ModuleType]
 
 
 @pytest.fixture
-def load_function(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> LoadFunction:
+def load_function(
+    aws: Aws, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[LoadFunction]:
     """Loads functions/<name>/handler.py as a new module, with the test's environment and overrides.
 
     Handlers parse their environment and create clients at import, so each load is fresh and unshared.
+    Ingest and query also get the stores (started for the tests that load them); the connections a query
+    module made are closed after the test, so that they do not pile up on the session's PostgreSQL.
     """
+    queries: list[ModuleType] = []
 
     def load(name: str, **overrides: str) -> ModuleType:
-        for variable, value in (function_environment(aws)[name] | overrides).items():
+        environment = function_environment(aws)[name]
+        if name in ("ingest", "query"):
+            stores: Stores = request.getfixturevalue("stores")
+            environment |= stores.environment()
+        if name == "query":
+            environment |= database_environment(request.getfixturevalue("postgres_server"))
+        for variable, value in (environment | overrides).items():
             monkeypatch.setenv(variable, value)
         module_name = f"{name}_handler_{next(_module_numbers)}"
         spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "handler.py")
@@ -192,9 +391,13 @@ def load_function(aws: Aws, monkeypatch: pytest.MonkeyPatch) -> LoadFunction:
         # No __pycache__ in functions/: each directory is zipped, and hashed, as it is.
         monkeypatch.setattr(sys, "dont_write_bytecode", True)
         spec.loader.exec_module(module)
+        if name == "query":
+            queries.append(module)
         return module
 
-    return load
+    yield load
+    for query in queries:
+        query.database.close()
 
 
 @pytest.fixture

@@ -18,18 +18,30 @@ def _recorded(name: str) -> dict[str, Any]:
 POST_READINGS = _recorded("api_gateway_post_readings.json")
 GET_READINGS = _recorded("api_gateway_get_readings.json")
 KINESIS_RECORD = _recorded("kinesis_record.json")
+# The API key id both recorded API events carry: the client the tests register their devices to.
+CLIENT_ID = POST_READINGS["requestContext"]["identity"]["apiKeyId"]
 
 
-def post_readings(body: str) -> dict[str, Any]:
+def post_readings(body: str, client_id: str | None = CLIENT_ID) -> dict[str, Any]:
     event = copy.deepcopy(POST_READINGS)
     event["body"] = body
+    event["requestContext"]["identity"]["apiKeyId"] = client_id
     return event
 
 
-def get_readings(device_id: str, parameters: dict[str, str] | None = None) -> dict[str, Any]:
+def get_readings(
+    device_id: str,
+    parameters: dict[str, str] | None = None,
+    *,
+    route: str = "readings",
+    client_id: str | None = CLIENT_ID,
+) -> dict[str, Any]:
+    """A GET of one of the device routes: readings, latest or rollups."""
     event = copy.deepcopy(GET_READINGS)
-    event["path"] = f"/v1/devices/{device_id}/readings"
-    event["requestContext"]["path"] = f"/dev/v1/devices/{device_id}/readings"
+    event["resource"] = event["requestContext"]["resourcePath"] = f"/v1/devices/{{device_id}}/{route}"
+    event["path"] = f"/v1/devices/{device_id}/{route}"
+    event["requestContext"]["path"] = f"/dev/v1/devices/{device_id}/{route}"
+    event["requestContext"]["identity"]["apiKeyId"] = client_id
     event["pathParameters"] = {"device_id": device_id}
     event["queryStringParameters"] = parameters or None
     event["multiValueQueryStringParameters"] = {k: [v] for k, v in parameters.items()} if parameters else None

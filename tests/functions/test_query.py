@@ -1,14 +1,18 @@
-"""GET /v1/devices/{device_id}/readings: pages, ranges, and the requests it refuses."""
+"""GET /v1/devices/{device_id}/readings and /latest: pages, ranges, and the requests the routes refuse."""
 
 import base64
 import json
+from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
 import pytest
+import redis
+from readings import Reading
+from readings.ownership import OWNERS_PUBLISHED_KEY
 
-from tests.functions.conftest import Aws, LambdaContext
-from tests.functions.events import get_readings, iso, minutes_ago, post_readings, reading
+from tests.functions.conftest import OTHER_CLIENT_ID, REDIS_AUTH_TOKEN, Aws, LambdaContext, Stores
+from tests.functions.events import CLIENT_ID, get_readings, iso, minutes_ago, post_readings, reading
 
 
 def get(
@@ -140,3 +144,109 @@ def test_a_400_names_every_bad_parameter(query: ModuleType, context: LambdaConte
         "limit",
         "next_token",
     ]
+
+
+ROUTES = ["readings", "latest", "rollups"]
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("device_id", ["dev-foreign", "dev-unregistered"])
+def test_every_route_refuses_a_device_not_registered_to_the_caller(
+    query: ModuleType, context: LambdaContext, stores: Stores, route: str, device_id: str
+) -> None:
+    stores.publish_owners({"dev-1": CLIENT_ID, "dev-foreign": OTHER_CLIENT_ID})
+
+    response = query.handler(get_readings(device_id, route=route), context)
+
+    assert response["statusCode"] == 403
+    assert json.loads(response["body"]) == {
+        "message": "these devices are not registered to this API client",
+        "devices": [device_id],
+    }
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_route_refuses_a_request_without_an_api_key_id(
+    query: ModuleType, context: LambdaContext, route: str
+) -> None:
+    response = query.handler(get_readings("dev-1", route=route, client_id=None), context)
+
+    assert response["statusCode"] == 403
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_every_route_answers_503_while_the_registry_cannot_be_read(
+    query: ModuleType, context: LambdaContext, stores: Stores, route: str
+) -> None:
+    stores.redis.delete(OWNERS_PUBLISHED_KEY)
+
+    response = query.handler(get_readings("dev-1", route=route), context)
+
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"])["message"].startswith("device registry unavailable")
+
+
+def test_the_latest_reading_is_the_one_the_stream_worker_kept(
+    query: ModuleType, context: LambdaContext, stores: Stores
+) -> None:
+    kept = Reading.from_document(
+        {
+            "device_id": "dev-1",
+            "timestamp": "2026-11-23T17:04:05.123+01:00",
+            "metrics": {"temperature": Decimal("21.5"), "humidity": 40, "pressure": Decimal("1013.000001")},
+            "sequence": 7,
+            "firmware": "1.4.2",
+        }
+    )
+    # As stream_worker.worker.keep_latest_readings stores it.
+    stores.redis.hset("latest-reading:dev-1", mapping={"timestamp": kept.timestamp, "reading": kept.data()})
+
+    response = query.handler(get_readings("dev-1", route="latest"), context)
+
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"], parse_float=Decimal) == {
+        "device_id": "dev-1",
+        "reading": {
+            "timestamp": "2026-11-23T16:04:05.123Z",
+            "metrics": {"temperature": Decimal("21.5"), "humidity": 40, "pressure": Decimal("1013.000001")},
+            "sequence": 7,
+            "firmware": "1.4.2",
+        },
+    }
+
+
+def test_a_device_without_a_kept_reading_gets_404(
+    query: ModuleType, context: LambdaContext, stores: Stores
+) -> None:
+    response = query.handler(get_readings("dev-1", route="latest"), context)
+
+    assert response["statusCode"] == 404
+    assert "dev-1" in json.loads(response["body"])["message"]
+
+
+def test_latest_takes_no_parameters(query: ModuleType, context: LambdaContext) -> None:
+    response = query.handler(get_readings("dev-1", {"limit": "1"}, route="latest"), context)
+
+    assert response["statusCode"] == 400
+    assert [p["parameter"] for p in json.loads(response["body"])["problems"]] == ["limit"]
+
+
+def test_latest_answers_503_if_redis_fails_after_the_owner_was_cached(
+    query: ModuleType, context: LambdaContext, stores: Stores
+) -> None:
+    assert query.handler(get_readings("dev-1", route="latest"), context)["statusCode"] == 404
+    # Redis now refuses the function's token, and the secret still holds it: the owner is cached, the
+    # latest reading cannot be read.
+    stores.redis.config_set("requirepass", "another-token-0123456789")
+    admin = redis.Redis(port=stores.redis_port, password="another-token-0123456789")
+    try:
+        admin.client_kill_filter(_type="normal", skipme=True)
+        response = query.handler(get_readings("dev-1", route="latest"), context)
+    finally:
+        admin.config_set("requirepass", REDIS_AUTH_TOKEN)
+        admin.close()
+
+    assert response["statusCode"] == 503
+    assert json.loads(response["body"]) == {
+        "message": "latest readings unavailable: Redis refused the AUTH token the secret holds"
+    }
