@@ -11,6 +11,7 @@ the server stopped at the end of the session.
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from stacks.app import synth_all
 from stacks.config import EnvironmentConfig, environment
 from tests.conftest import require
 from tools.local.emulator import Emulator, start
+from tools.local.servers import LocalStores
 from tools.local.terraform import Terraform
 from tools.terraform import terraform_environ
 
@@ -83,3 +85,17 @@ def local_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
                 terraform.destroy()
     finally:
         emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def local_stores() -> Iterator[LocalStores]:
+    """PostgreSQL and redis-server for the worker and the functions, as `make deploy` starts them. Not under
+    pytest's temporary directory: run as root, pgserver runs PostgreSQL as a user of its own, which must reach
+    the data directory, and pytest keeps its directories to their owner."""
+    directory = Path(tempfile.mkdtemp(prefix="local-stores-"))
+    stores = LocalStores.start(directory)
+    try:
+        yield stores
+    finally:
+        stores.stop()
+        shutil.rmtree(directory, ignore_errors=True)

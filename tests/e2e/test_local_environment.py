@@ -2,9 +2,7 @@
 plan changes nothing, readings make the round trip, the state lock holds, the plan review reads a change
 right, and the destroy leaves nothing behind.
 
-The round trip reads only an outputs file, so it also runs against a real environment: deploy it with
-`npx cdktf deploy <stack> --outputs-file <file>`, then, with AWS credentials,
-`IOT_E2E_OUTPUTS=<file> pytest tests/e2e -k aws`.
+A deployed AWS environment is checked through its API by `make verify ENV=...` (tools/verify.py).
 """
 
 import json
@@ -15,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -24,9 +21,8 @@ from tests.e2e.conftest import LocalEnvironment
 from tests.e2e.inventory import inventory
 from tools.local.plan_review import review, summarize
 from tools.local.round_trip import RoundTrip, load_outputs, round_trip
+from tools.local.servers import LocalStores
 from tools.local.terraform import PLAN_SECONDS, Terraform, TerraformError
-
-DEPLOYED_OUTPUTS = "IOT_E2E_OUTPUTS"
 
 
 def changed_attributes(terraform: Terraform) -> dict[str, set[str]]:
@@ -89,29 +85,15 @@ def test_the_ignored_diffs_are_exactly_those_the_emulator_causes(
     assert differing == listed
 
 
-@pytest.fixture(params=["emulator", "aws"])
-def deployment(request: pytest.FixtureRequest) -> tuple[dict[str, Any], str | None]:
-    """The outputs of the environment the round trip runs on, and its emulator's endpoint (None for AWS)."""
-    if request.param == "emulator":
-        local: LocalEnvironment = request.getfixturevalue("local_environment")
-        return load_outputs(local.outputs_file), local.emulator.endpoint
-    outputs_file = os.environ.get(DEPLOYED_OUTPUTS)
-    if not outputs_file:
-        pytest.skip(
-            f"no deployed environment: set {DEPLOYED_OUTPUTS} to the file that "
-            "`npx cdktf deploy <stack> --outputs-file <file>` writes, and AWS credentials, to run on it"
-        )
-    if boto3.Session().get_credentials() is None:
-        pytest.skip(f"{DEPLOYED_OUTPUTS} is set, but there are no AWS credentials to reach the environment")
-    return load_outputs(Path(outputs_file)), None
-
-
-def test_readings_make_the_round_trip(
-    deployment: tuple[dict[str, Any], str | None],
+def test_readings_make_the_round_trip_through_every_store(
+    local_environment: LocalEnvironment, local_stores: LocalStores
 ) -> None:
-    outputs, endpoint = deployment
-    result = round_trip(outputs, endpoint=endpoint, devices=3, readings_per_device=15)
-    assert result == RoundTrip(sent=45, accepted=45, stored=45, aggregated=45, returned=45)
+    outputs = load_outputs(local_environment.outputs_file)
+    endpoint = local_environment.emulator.endpoint
+    result = round_trip(outputs, endpoint=endpoint, stores=local_stores, devices=3, readings_per_device=15)
+    assert result == RoundTrip(
+        sent=45, accepted=45, stored=45, aggregated=45, rolled_up=45, archived=45, latest=3, returned=45
+    )
 
 
 def test_a_second_operation_fails_while_the_first_holds_the_state_lock(

@@ -1,9 +1,10 @@
 """`python -m tools.local deploy | destroy | emulator | plan ENV`: the Makefile's deploy, destroy and plan.
 
-deploy   starts the emulator (or reuses the running one), deploys the local environment to it, writes
-         outputs/local.json, sends sample readings through it and prints a summary; the emulator keeps
-         running for `destroy`, `plan` and `npx cdktf deploy|destroy iot-platform-local`.
-destroy  destroys the local environment and stops the emulator.
+deploy   starts the emulator and the local data stores (PostgreSQL, redis-server; or reuses the running
+         ones), deploys the local environment to the emulator, writes outputs/local.json, sends sample
+         readings through it (the worker runs against the stores) and prints what each store holds; all
+         keep running for `destroy`, `plan` and `npx cdktf deploy|destroy iot-platform-local`.
+destroy  destroys the local environment and stops the emulator and the stores.
 emulator starts the emulator (or finds the running one), creates the local state bucket in it and prints
          its endpoint, for LOCAL_AWS_ENDPOINT.
 plan ENV plans any environment (local: on the emulator) into cdktf.out/stacks/<stack>/: plan.tfplan,
@@ -30,6 +31,7 @@ from tools.local.emulator import Emulator, EmulatorError, start
 from tools.local.plan_review import review
 from tools.local.round_trip import RoundTripError, round_trip
 from tools.local.security_scan import ScanError
+from tools.local.servers import LocalStores
 from tools.local.terraform import Terraform, TerraformError
 from tools.terraform import terraform_environ
 
@@ -38,6 +40,7 @@ OUTDIR = PROJECT_ROOT / "cdktf.out"
 OUTPUTS = PROJECT_ROOT / "outputs" / "local.json"
 EMULATOR_STATE = PROJECT_ROOT / ".cache" / "local" / "emulator.json"
 EMULATOR_LOG = EMULATOR_STATE.with_name("moto.log")
+STORES_STATE = EMULATOR_STATE.with_name("stores.json")
 
 
 def deploy() -> None:
@@ -50,14 +53,21 @@ def deploy() -> None:
     outputs = terraform.outputs()
     OUTPUTS.parent.mkdir(exist_ok=True)
     OUTPUTS.write_text(json.dumps(outputs, indent=2) + "\n")
-    step("Sending sample readings through the deployed resources")
-    result = round_trip(outputs, endpoint=emulator.endpoint)
+    stores = running_stores() or start_stores()
+    step("Sending sample readings through the deployed resources and the worker")
+    result = round_trip(outputs, endpoint=emulator.endpoint, stores=stores)
     print(
         f"\nDeployed {config.stack_name} to the emulator at {emulator.endpoint} "
         f"in {time.monotonic() - started:.0f} s\n"
         f"  resources  {len(terraform.resources())} deployed\n"
-        f"  readings   {result.sent} sent, {result.accepted} accepted, {result.stored} stored, "
-        f"{result.aggregated} counted in the aggregates, {result.returned} returned by the query function\n"
+        f"  readings   {result.sent} sent, {result.accepted} accepted and put on the stream\n"
+        f"  DynamoDB   {result.stored} raw readings, {result.aggregated} counted in the minute aggregates "
+        f"(the processor)\n"
+        f"  PostgreSQL {result.rolled_up} counted in the hourly rollups (the worker; GET .../rollups)\n"
+        f"  Redis      the latest reading of {result.latest} devices (the worker; GET .../latest)\n"
+        f"  archive    {result.archived} readings in {stores.archive_dir.relative_to(PROJECT_ROOT)}/ "
+        f"(the worker)\n"
+        f"  query      {result.returned} readings returned by GET .../readings\n"
         f"  outputs    {OUTPUTS.relative_to(PROJECT_ROOT)}\n"
         f"  destroy    make destroy"
     )
@@ -78,6 +88,11 @@ def destroy() -> None:
         )
     else:
         print("The emulator is not running, so there is no local environment to destroy.")
+    stores = running_stores()
+    if stores:
+        stores.stop()
+        print("Stopped the local PostgreSQL and redis-server.")
+    STORES_STATE.unlink(missing_ok=True)
     EMULATOR_STATE.unlink(missing_ok=True)
     OUTPUTS.unlink(missing_ok=True)
 
@@ -134,6 +149,21 @@ def start_emulator() -> Emulator:
         file=sys.stderr,
     )
     return emulator
+
+
+def running_stores() -> LocalStores | None:
+    """The local stores an earlier deploy started, if they still run."""
+    if not STORES_STATE.exists():
+        return None
+    stores = LocalStores.from_json(STORES_STATE.read_text())
+    return stores if stores.answers() else None
+
+
+def start_stores() -> LocalStores:
+    step("Starting the local data stores (PostgreSQL, redis-server)")
+    stores = LocalStores.start(STORES_STATE.parent / "stores")
+    STORES_STATE.write_text(stores.to_json())
+    return stores
 
 
 def print_workarounds() -> None:

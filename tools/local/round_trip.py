@@ -1,16 +1,22 @@
-"""Sample readings through a deployed environment and back: ingest -> stream -> processor -> tables -> query.
+"""Sample readings through the local environment and back: ingest -> stream -> the processor (DynamoDB) and
+the worker (PostgreSQL, Redis, the EFS archive) -> query's three routes.
 
-moto cannot run Lambda code (that takes Docker), so the real handlers run in this process instead, each
-loaded fresh from functions/<name>/handler.py with the deployed function's own environment variables, and
-handed the events that API Gateway and the event source mapping would hand it. Everything they call is
-deployed. Only the stack's outputs are needed, so this runs against the emulator and against a real
-environment (given credentials) alike.
+moto cannot run Lambda code or containers (that takes Docker), so the real handlers run in this process
+instead, each loaded fresh from functions/<name>/handler.py with the deployed function's own environment
+variables and handed the events that API Gateway and the event source mapping would hand it, and the worker
+runs as a process of this machine with its deployed task definition's environment. The emulator creates RDS
+and ElastiCache resources but runs no database, so the worker and the functions reach the local PostgreSQL
+and redis-server (tools.local.servers) instead; everything else they call is deployed. A deployed AWS
+environment is checked through its API instead (tools.verify).
 """
 
 import base64
+import gzip
 import importlib.util
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -23,14 +29,20 @@ from types import ModuleType
 from typing import Any
 
 import boto3
+import psycopg
+from psycopg.conninfo import make_conninfo
 
 from tools.local.emulator import CREDENTIALS
+from tools.local.servers import LocalStores
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
 # The functions run here as in their zips: handler.py beside the shared readings package.
 if str(FUNCTIONS_DIR) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS_DIR))
 from readings import unpack  # noqa: E402
+from readings.ownership import OWNERS_KEY  # noqa: E402
+from stream_worker.devices import register  # noqa: E402
+from stream_worker.migrate import migrate  # noqa: E402
 
 # Settings of this process, not of the deployed functions: no X-Ray daemon or metrics agent listens here.
 LOCAL_RUN_ENVIRON = {
@@ -39,8 +51,12 @@ LOCAL_RUN_ENVIRON = {
     "POWERTOOLS_LOG_LEVEL": "WARNING",
 }
 STREAM_WAIT_SECONDS = 30
+WORKER_WAIT_SECONDS = 60
 POLL_SECONDS = 0.5  # Kinesis allows 5 GetRecords calls per second and shard
 BREACHING_TEMPERATURE = 85  # above the initial threshold (80), so the alert path runs too
+ADMIN_USER = "postgres"  # the local server's superuser, in the role of RDS's master user
+# The local server trusts every local login: the application users' password is never checked.
+LOCAL_PASSWORD = "trusted-locally"
 
 
 class RoundTripError(AssertionError):
@@ -53,9 +69,15 @@ class RoundTrip:
     accepted: int
     """Readings the ingest function put on the stream."""
     stored: int
-    """Raw readings in the table."""
+    """Raw readings in the DynamoDB table."""
     aggregated: int
-    """Readings counted in the per-minute aggregates."""
+    """Readings counted in DynamoDB's per-minute aggregates."""
+    rolled_up: int
+    """Readings counted in PostgreSQL's hourly rollups, as the query function's rollups route returns them."""
+    archived: int
+    """Readings in the worker's archive files."""
+    latest: int
+    """Devices whose latest reading (Redis, through the query function) is the last one sent."""
     returned: int
     """Readings the query function returned, each equal to one sent."""
 
@@ -101,23 +123,22 @@ def load_outputs(path: Path) -> dict[str, Any]:
 def round_trip(
     outputs: Mapping[str, Any],
     *,
-    endpoint: str | None = None,
+    endpoint: str,
+    stores: LocalStores,
     devices: int = 5,
     readings_per_device: int = 20,
 ) -> RoundTrip:
-    """Send `devices` x `readings_per_device` readings and check that each one is stored, counted in the
-    aggregates and queried back as it was sent.
+    """Send `devices` x `readings_per_device` readings, from the devices of the stack's API client, and check
+    that each one is stored and counted once in every store, and queried back as it was sent.
 
-    `endpoint` is the emulator's, or None for real AWS with the caller's credentials.
     Raises RoundTripError at the first step that does not do what the platform promises.
     """
     region = outputs["alert_topic_arn"].split(":")[3]  # arn:partition:sns:region:account:name
-    process = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region, **LOCAL_RUN_ENVIRON}
-    if endpoint:
-        process |= {"AWS_ENDPOINT_URL": endpoint, **CREDENTIALS}
+    process = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region, "AWS_ENDPOINT_URL": endpoint}
+    process |= {**CREDENTIALS, **LOCAL_RUN_ENVIRON}
     with _environment(process):
         aws = boto3.Session()
-        run = f"roundtrip-{uuid.uuid4().hex[:8]}"  # a real environment holds others' readings too
+        run = f"roundtrip-{uuid.uuid4().hex[:8]}"  # the stores keep earlier runs' readings
         started = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=readings_per_device + 1)
         sent: list[dict[str, Any]] = [
             {
@@ -130,42 +151,204 @@ def round_trip(
             for second in range(readings_per_device)
         ]
         sent[-1]["metrics"]["temperature"] = BREACHING_TEMPERATURE
-
-        ingest, processor, query = (
-            _load(aws, name, outputs[f"{name}_function_name"]) for name in ("ingest", "processor", "query")
-        )
-        response = ingest.invoke(_api_event("POST", "/v1/readings", body=json.dumps(sent)))
-        if response["statusCode"] != 202:
-            raise RoundTripError(f"ingest answered {response['statusCode']}: {response['body']}")
-        accepted: int = json.loads(response["body"])["accepted"]
-
-        stream_records = _stream_records(aws, outputs["stream_name"], run, started, accepted)
-        _process(aws, processor, outputs["stream_name"], stream_records)
-
         device_ids = sorted({reading["device_id"] for reading in sent})
-        dynamodb = aws.client("dynamodb")
-        stored = sum(len(_items(dynamodb, outputs["raw_table_name"], device)) for device in device_ids)
-        aggregated = sum(
-            int(item["reading_count"]["N"])
-            for device in device_ids
-            for item in _items(dynamodb, outputs["aggregates_table_name"], device)
+        client_id = outputs["api_key_id"]
+
+        database = _database_name(aws, outputs)
+        admin = make_conninfo(
+            host=stores.postgres.host, port=stores.postgres.port, dbname=database, user=ADMIN_USER
         )
-        returned = [reading for device in device_ids for reading in _query(query, device, started)]
+        _create_database(stores, database)
+        migrate(admin)
+        register(admin, client_id, device_ids)
+        with _token_secret(aws, run, stores) as secret_arn, _worker(aws, outputs, stores) as worker:
+            _wait(lambda: _owners_published(stores, device_ids), worker, "the worker published no owners")
+            overrides = {
+                **_redis_settings(stores),
+                **_database_settings(stores),
+                "REDIS_AUTH_TOKEN_SECRET_ARN": secret_arn,
+            }
+            ingest, processor, query = (
+                _load(aws, name, outputs[f"{name}_function_name"], overrides)
+                for name in ("ingest", "processor", "query")
+            )
+            response = ingest.invoke(
+                _api_event("POST", "/v1/readings", client_id=client_id, body=json.dumps(sent))
+            )
+            if response["statusCode"] != 202:
+                raise RoundTripError(f"ingest answered {response['statusCode']}: {response['body']}")
+            accepted: int = json.loads(response["body"])["accepted"]
+
+            stream_records = _stream_records(aws, outputs["stream_name"], run, started, accepted)
+            _process(aws, processor, outputs["stream_name"], stream_records)
+            _wait(lambda: _counted(admin, run) >= accepted, worker, "the worker did not count every reading")
+
+            dynamodb = aws.client("dynamodb")
+            stored = sum(len(_items(dynamodb, outputs["raw_table_name"], device)) for device in device_ids)
+            aggregated = sum(
+                int(item["reading_count"]["N"])
+                for device in device_ids
+                for item in _items(dynamodb, outputs["aggregates_table_name"], device)
+            )
+            returned = [r for device in device_ids for r in _readings(query, client_id, device, started)]
+            rolled_up = sum(_rolled_up(query, client_id, device, started) for device in device_ids)
+            newest = {r["device_id"]: {k: v for k, v in r.items() if k != "device_id"} for r in sent}
+            latest = sum(
+                _sorted([_latest(query, client_id, device)]) == _sorted([newest[device]])
+                for device in device_ids
+            )
+        archived = _archived(stores, run)
     expected = [{key: value for key, value in r.items() if key != "device_id"} for r in sent]
     if _sorted(returned) != _sorted(expected):
         raise RoundTripError(f"the query function returned {returned}, expected {expected}")
     result = RoundTrip(
-        sent=len(sent), accepted=accepted, stored=stored, aggregated=aggregated, returned=len(returned)
+        sent=len(sent),
+        accepted=accepted,
+        stored=stored,
+        aggregated=aggregated,
+        rolled_up=rolled_up,
+        archived=archived,
+        latest=latest,
+        returned=len(returned),
     )
-    if {accepted, stored, aggregated} != {len(sent)}:
+    if {accepted, stored, aggregated, rolled_up, archived} != {len(sent)} or latest != devices:
         raise RoundTripError(f"readings went missing on the way: {result}")
     return result
 
 
-def _load(aws: boto3.Session, name: str, function_name: str) -> Handler:
-    """functions/<name>/handler.py as a new module, imported with the deployed function's environment."""
+def _database_name(aws: boto3.Session, outputs: Mapping[str, Any]) -> str:
+    """The database the deployed query function reads (DATABASE_NAME)."""
+    configuration = aws.client("lambda").get_function_configuration(
+        FunctionName=outputs["query_function_name"]
+    )
+    name: str = configuration["Environment"]["Variables"]["DATABASE_NAME"]
+    return name
+
+
+def _create_database(stores: LocalStores, name: str) -> None:
+    server = make_conninfo(
+        host=stores.postgres.host, port=stores.postgres.port, dbname="postgres", user=ADMIN_USER
+    )
+    with psycopg.connect(server, autocommit=True) as connection:
+        if not connection.execute("SELECT FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            connection.execute(f'CREATE DATABASE "{name}"'.encode())
+
+
+def _redis_settings(stores: LocalStores) -> dict[str, str]:
+    """Where the worker and the functions find the local redis-server, instead of ElastiCache."""
+    return {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(stores.redis_port),
+        "REDIS_TLS": "false",
+        "REDIS_CLUSTER": "false",
+    }
+
+
+def _database_settings(stores: LocalStores) -> dict[str, str]:
+    """Where the worker and the query function find the local PostgreSQL, instead of RDS: a password login
+    without TLS, where RDS takes an IAM token over verified TLS."""
+    return {
+        "DATABASE_HOST": stores.postgres.host,
+        "DATABASE_PORT": str(stores.postgres.port),
+        "DATABASE_PASSWORD": LOCAL_PASSWORD,
+        "DATABASE_TLS": "false",
+    }
+
+
+@contextmanager
+def _token_secret(aws: boto3.Session, run: str, stores: LocalStores) -> Iterator[str]:
+    """The redis-server's password as ElastiCache's token secret holds it, in the emulator for the run: the
+    local stack has no cache, so no secret of its own."""
+    secretsmanager = aws.client("secretsmanager")
+    arn: str = secretsmanager.create_secret(
+        Name=f"{run}-redis-auth-token", SecretString=json.dumps({"auth_token": stores.redis_password})
+    )["ARN"]
+    try:
+        yield arn
+    finally:
+        secretsmanager.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+
+
+@contextmanager
+def _worker(
+    aws: boto3.Session, outputs: Mapping[str, Any], stores: LocalStores
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The stream worker as a process of this machine, with its deployed container's environment pointed at
+    the local stores; stopped as ECS stops it (SIGTERM) when the block ends."""
+    ecs = aws.client("ecs")
+    (service,) = ecs.describe_services(
+        cluster=outputs["worker_cluster_name"], services=[outputs["worker_service_name"]]
+    )["services"]
+    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    (container,) = (c for c in definition["containerDefinitions"] if c["name"] == "worker")
+    environment = {variable["name"]: variable["value"] for variable in container["environment"]}
+    stores.archive_dir.mkdir(parents=True, exist_ok=True)
+    environment |= {
+        **_redis_settings(stores),
+        **_database_settings(stores),
+        "REDIS_AUTH_TOKEN": stores.redis_password,  # ECS injects it from the token secret
+        "ARCHIVE_DIR": str(stores.archive_dir),
+    }
+    log = stores.archive_dir.parent / "worker.log"
+    with log.open("ab") as output:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "stream_worker.worker"],
+            cwd=FUNCTIONS_DIR,
+            env={**os.environ, **environment, "PYTHONDONTWRITEBYTECODE": "1"},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield worker
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+def _wait(condition: Any, worker: subprocess.Popen[bytes], failure: str) -> None:
+    deadline = time.monotonic() + WORKER_WAIT_SECONDS
+    while not condition():
+        if worker.poll() is not None:
+            raise RoundTripError(f"{failure}: it exited with {worker.returncode} (see its log)")
+        if time.monotonic() > deadline:
+            raise RoundTripError(f"{failure} within {WORKER_WAIT_SECONDS} s")
+        time.sleep(POLL_SECONDS)
+
+
+def _owners_published(stores: LocalStores, device_ids: list[str]) -> bool:
+    client = stores.redis()
+    try:
+        return None not in client.hmget(OWNERS_KEY, device_ids)
+    finally:
+        client.close()
+
+
+def _counted(admin: str, run: str) -> int:
+    with psycopg.connect(admin) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM counted_readings WHERE device_id LIKE %s", (f"{run}-%",)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _archived(stores: LocalStores, run: str) -> int:
+    """This run's readings in the worker's published archive files."""
+    return sum(
+        json.loads(line)["device_id"].startswith(f"{run}-")
+        for path in stores.archive_dir.glob("[0-9]*/**/*.jsonl.gz")
+        for line in gzip.decompress(path.read_bytes()).splitlines()
+    )
+
+
+def _load(aws: boto3.Session, name: str, function_name: str, overrides: Mapping[str, str]) -> Handler:
+    """functions/<name>/handler.py as a new module, imported with the deployed function's environment and
+    `overrides`."""
     configuration = aws.client("lambda").get_function_configuration(FunctionName=function_name)
-    environment: dict[str, str] = configuration.get("Environment", {}).get("Variables", {})
+    environment: dict[str, str] = {**configuration.get("Environment", {}).get("Variables", {}), **overrides}
     context = LambdaContext(
         function_name=function_name,
         function_version=configuration["Version"],
@@ -265,26 +448,45 @@ def _items(dynamodb: Any, table: str, device_id: str) -> list[dict[str, Any]]:
     return items
 
 
-def _query(query: Handler, device_id: str, since: datetime) -> list[dict[str, Any]]:
+def _get(query: Handler, client_id: str, device_id: str, route: str, parameters: dict[str, str]) -> Any:
+    """The query function's answer to GET /v1/devices/{device_id}/<route>, which must be a 200."""
+    response = query.invoke(
+        _api_event(
+            "GET",
+            f"/v1/devices/{{device_id}}/{route}",
+            client_id=client_id,
+            path_parameters={"device_id": device_id},
+            query=parameters or None,
+        )
+    )
+    if response["statusCode"] != 200:
+        raise RoundTripError(f"query's {route} answered {response['statusCode']}: {response['body']}")
+    return json.loads(response["body"])
+
+
+def _readings(query: Handler, client_id: str, device_id: str, since: datetime) -> list[dict[str, Any]]:
     """Every reading of the device since `since`, page by page, as a client of the API would get them."""
     readings: list[dict[str, Any]] = []
     parameters = {"from": iso(since), "limit": "7"}  # a small page, so that paging is exercised
     while True:
-        response = query.invoke(
-            _api_event(
-                "GET",
-                "/v1/devices/{device_id}/readings",
-                path_parameters={"device_id": device_id},
-                query=parameters,
-            )
-        )
-        if response["statusCode"] != 200:
-            raise RoundTripError(f"query answered {response['statusCode']}: {response['body']}")
-        body = json.loads(response["body"])
+        body = _get(query, client_id, device_id, "readings", parameters)
         readings += body["readings"]
         if not body["next_token"]:
             return readings
         parameters = {**parameters, "next_token": body["next_token"]}
+
+
+def _rolled_up(query: Handler, client_id: str, device_id: str, since: datetime) -> int:
+    """The device's readings counted in its hourly rollups since the hour of `since` (every reading has a
+    temperature)."""
+    hour = since.replace(minute=0, second=0)
+    body = _get(query, client_id, device_id, "rollups", {"from": iso(hour), "resolution": "hour"})
+    return sum(int(period["metrics"]["temperature"]["count"]) for period in body["rollups"])
+
+
+def _latest(query: Handler, client_id: str, device_id: str) -> dict[str, Any]:
+    reading: dict[str, Any] = _get(query, client_id, device_id, "latest", {})["reading"]
+    return reading
 
 
 def _api_event(
@@ -292,10 +494,12 @@ def _api_event(
     resource: str,
     *,
     path_parameters: dict[str, str] | None = None,
+    client_id: str,
     query: dict[str, str] | None = None,
     body: str | None = None,
 ) -> dict[str, Any]:
-    """A REST API (v1) Lambda proxy integration event, as API Gateway sends it to the function."""
+    """A REST API (v1) Lambda proxy integration event, as API Gateway sends it to the function for a
+    request with the API key `client_id`."""
     path = resource.format_map(path_parameters or {})
     headers = {"Accept": "application/json", "Content-Type": "application/json", "User-Agent": "tools.local"}
     now = datetime.now(UTC)
@@ -318,7 +522,7 @@ def _api_event(
             "requestId": str(uuid.uuid4()),
             "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
             "requestTimeEpoch": int(now.timestamp() * 1000),
-            "identity": {"sourceIp": "127.0.0.1", "userAgent": "tools.local"},
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": "tools.local", "apiKeyId": client_id},
         },
         "body": body,
         "isBase64Encoded": False,

@@ -7,13 +7,19 @@ runs the worker and the functions against these instead; the tests start them th
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
+import os
+import secrets
+import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 import redis
 
 START_SECONDS = 30
@@ -107,3 +113,76 @@ def _answers(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.ConnectionError:
         return False
+
+
+@dataclass(frozen=True)
+class LocalStores:
+    """What the local environment's worker and functions use in place of RDS, ElastiCache and EFS, which the
+    emulator creates but does not run: PostgreSQL, redis-server (with an AUTH password, as ElastiCache has
+    its token) and a directory for the archive."""
+
+    postgres: Postgres
+    redis_port: int
+    redis_password: str = field(repr=False)
+    redis_pid: int
+    archive_dir: Path
+
+    @classmethod
+    def start(cls, directory: Path) -> LocalStores:
+        """Starts both servers, keeping their data under `directory`; they run until `stop`."""
+        postgres = start_postgres(directory / "postgres", free_port())
+        password = secrets.token_urlsafe(24)
+        port = free_port()
+        redis_server = start_redis(directory / "redis", port, password)
+        return cls(postgres, port, password, redis_server.pid, directory / "archive")
+
+    def stop(self) -> None:
+        stop_postgres(self.postgres.data)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.redis_pid, signal.SIGTERM)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "postgres": {"data": str(self.postgres.data), "port": self.postgres.port},
+                "redis_port": self.redis_port,
+                "redis_password": self.redis_password,
+                "redis_pid": self.redis_pid,
+                "archive_dir": str(self.archive_dir),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> LocalStores:
+        fields = json.loads(text)
+        postgres = Postgres(Path(fields["postgres"]["data"]), fields["postgres"]["port"])
+        return cls(
+            postgres,
+            fields["redis_port"],
+            fields["redis_password"],
+            fields["redis_pid"],
+            Path(fields["archive_dir"]),
+        )
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis(port=self.redis_port, password=self.redis_password, socket_timeout=5)
+
+    def answers(self) -> bool:
+        """Whether both servers answer."""
+        client = self.redis()
+        try:
+            if not _answers(client):
+                return False
+        finally:
+            client.close()
+        try:
+            with psycopg.connect(
+                host=self.postgres.host,
+                port=self.postgres.port,
+                dbname="postgres",
+                user="postgres",
+                connect_timeout=2,
+            ):
+                return True
+        except psycopg.OperationalError:
+            return False
