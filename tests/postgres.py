@@ -9,7 +9,8 @@ test process, and a fresh database per test.
         psycopg.connect(database.conninfo("iot_reader"))    # as an application user
         os.environ |= database.environment("iot_reader")   # DATABASE_* as the functions read them
 
-The server trusts every local connection (pgserver's initdb), so the application users log in with any
+The server (tools.local.servers, as the local round trip starts it) listens on the loopback as RDS listens on
+its endpoint, and trusts every local connection (pgserver's initdb), so the application users log in with any
 password: the tests exercise their grants, not their authentication.
 """
 
@@ -22,9 +23,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgserver.postgres_server import PostgresServer, get_server
 from psycopg.conninfo import make_conninfo
 from stream_worker.migrate import migrate
+
+from tools.local.servers import Postgres, free_port, start_postgres, stop_postgres
 
 ADMIN_USER = "postgres"
 # Any: the server trusts local connections. Set so that the code under test takes its password path.
@@ -34,7 +36,7 @@ _database_numbers = itertools.count()
 
 @dataclass(frozen=True)
 class PostgresDatabase:
-    host: str  # the server's Unix socket directory
+    host: str
     port: int
     name: str
 
@@ -43,7 +45,7 @@ class PostgresDatabase:
 
     def environment(self, user: str) -> dict[str, str]:
         """The variables of a function or the worker logging in as `user` (DATABASE_PASSWORD: no IAM token;
-        DATABASE_TLS=false: a Unix socket)."""
+        DATABASE_TLS=false: the test server has no certificate)."""
         return {
             "DATABASE_HOST": self.host,
             "DATABASE_PORT": str(self.port),
@@ -69,25 +71,25 @@ NewDatabase = Callable[..., PostgresDatabase]
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[Postgres]:
     # Not under pytest's temporary directory: run as root, pgserver runs the server as a user of its own,
     # which must reach the data directory, and pytest keeps its directories to their owner.
     data = Path(tempfile.mkdtemp(prefix="pgserver-"))
-    server = get_server(data, cleanup_mode="stop")
+    server = start_postgres(data / "data", free_port())
     yield server
-    server.cleanup()
+    stop_postgres(server.data)
     shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture
-def new_database(postgres_server: PostgresServer) -> NewDatabase:
+def new_database(postgres_server: Postgres) -> NewDatabase:
     """Makes a new, empty database on the session's server; migrated (stream_worker.migrate) unless
     migrated=False."""
-    info = postgres_server.get_postmaster_info()
-    assert info.socket_dir is not None and info.port is not None
 
     def new(migrated: bool = True) -> PostgresDatabase:
-        database = PostgresDatabase(str(info.socket_dir), info.port, f"test_{next(_database_numbers)}")
+        database = PostgresDatabase(
+            postgres_server.host, postgres_server.port, f"test_{next(_database_numbers)}"
+        )
         server_database = make_conninfo(
             host=database.host, port=database.port, dbname="postgres", user=ADMIN_USER
         )

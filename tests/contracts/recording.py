@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,9 +39,9 @@ from tests.functions.conftest import (
     LambdaContext,
     create_tables,
     function_environment,
-    redis_server_executable,
 )
 from tests.functions.events import CLIENT_ID, get_readings, minutes_ago, post_readings, reading
+from tools.local.servers import free_port, start_postgres, start_redis, stop_postgres
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
@@ -79,13 +78,6 @@ class Recording:
 def setting_for(resource: str) -> str | None:
     """The deployment setting a recorded resource stands for; None for a resource the harness did not make."""
     return next((setting for name, setting in PLACEHOLDERS.items() if name in resource), None)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_until(condition: Callable[[], bool], seconds: float, failure: Callable[[], str]) -> None:
@@ -140,61 +132,29 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def redis_server(directory: Path, password: str) -> Iterator[int]:
-    import redis
-
     port = free_port()
-    server = subprocess.Popen(
-        [
-            *(
-                redis_server_executable(),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--requirepass",
-                password,
-            ),
-            *("--save", "", "--appendonly", "no", "--dir", str(directory), "--logfile", "redis.log"),
-        ]
-    )
-    client = redis.Redis(port=port, password=password)
-
-    def answers() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
+    server = start_redis(directory, port, password)
     try:
-        wait_until(answers, 10, lambda: (directory / "redis.log").read_text())
         yield port
     finally:
-        client.close()
         stop(server)
 
 
 @contextmanager
 def postgres_server(directory: Path) -> Iterator[int]:
-    """PostgreSQL from the pgserver wheel on a loopback port, as RDS listens on its endpoint (pg8000 speaks
-    TCP only), with the empty database DATABASE_NAME; yields the port."""
+    """PostgreSQL on a loopback port, as RDS listens on its endpoint, with the empty database DATABASE_NAME;
+    yields the port."""
     import psycopg
-    from pgserver import pg_ctl  # type: ignore[attr-defined]  # pgserver makes one per binary, at import
-    from pgserver.postgres_server import get_server
 
-    server = get_server(directory / "postgres", cleanup_mode=None)
-    info = server.get_postmaster_info()
-    port = free_port()
-    # pgserver starts it on a Unix socket only.
-    restart = ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {info.socket_dir}", "-l", str(server.log), "restart"]
-    pg_ctl(restart, pgdata=server.pgdata, user=server.system_user, timeout=30)
+    server = start_postgres(directory / "postgres", free_port())
     try:
         with psycopg.connect(
-            host="127.0.0.1", port=port, dbname="postgres", user="postgres", autocommit=True
+            host=server.host, port=server.port, dbname="postgres", user="postgres", autocommit=True
         ) as admin:
             admin.execute(f"CREATE DATABASE {DATABASE_NAME}".encode())
-        yield port
+        yield server.port
     finally:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        stop_postgres(server.data)
 
 
 def database_environment(port: int, user: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ all on localhost, for the worker's tests."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,8 +18,9 @@ import redis
 from moto.server import ThreadedMotoServer
 
 # Importing the function tests' conftest also puts functions/ on the import path.
-from tests.functions.conftest import FUNCTIONS, redis_server_executable
+from tests.functions.conftest import FUNCTIONS
 from tests.postgres import NewDatabase, PostgresDatabase, new_database, postgres_server
+from tools.local.servers import free_port, start_redis
 
 __all__ = ["new_database", "postgres_server"]  # fixtures for the worker's tests
 
@@ -39,13 +39,6 @@ def wait_until(condition: Callable[[], object], timeout: float, failure: Callabl
         if time.monotonic() > deadline:
             pytest.fail(f"after {timeout} s: {failure()}")
         time.sleep(0.25)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -94,31 +87,11 @@ def moto_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def redis_port(tmp_path: Path) -> Iterator[int]:
-    executable = redis_server_executable()
     port = free_port()
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = subprocess.Popen(
-        [
-            *(executable, "--bind", "127.0.0.1", "--port", str(port), "--requirepass", REDIS_PASSWORD),
-            *("--save", "", "--appendonly", "no", "--dir", str(directory), "--logfile", "redis.log"),
-        ]
-    )
-    client = redis.Redis(port=port, password=REDIS_PASSWORD)
-    try:
-        wait_until(lambda: _answers(client), 10, lambda: (directory / "redis.log").read_text())
-        yield port
-    finally:
-        client.close()
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+    server = start_redis(tmp_path / "redis", port, REDIS_PASSWORD)
+    yield port
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture
