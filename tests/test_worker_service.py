@@ -3,6 +3,8 @@
 from typing import Any
 
 import pytest
+from readings import MAX_RECORD_BYTES
+from stream_worker.worker import QUEUED_RECORDS
 
 from stacks.config import PROJECT, environment
 from tests.conftest import Synth
@@ -237,3 +239,11 @@ def test_the_data_stores_admit_the_worker(stack: dict[str, Any]) -> None:
     }
     redis = {6379} if resources(stack, "aws_elasticache_replication_group") else set()
     assert admitted_ports == {5432, 2049} | redis
+
+
+@pytest.mark.parametrize("name", ["dev", "staging", "prod", "local"])
+def test_the_records_the_worker_fetches_ahead_fit_a_quarter_of_its_task_memory(name: str) -> None:
+    """Packed records take up to MAX_RECORD_BYTES each: the fetch-ahead queue is bounded in records, so its
+    bytes must fit the smallest task beside the batch being stored."""
+    memory_bytes = environment(name, {}).processing.worker.memory_mb * 1024 * 1024
+    assert memory_bytes / 4 >= QUEUED_RECORDS * MAX_RECORD_BYTES

@@ -51,6 +51,10 @@ from stream_worker.config import Config
 # A batch ends after the record that brings it to this many readings (a packed record holds some 200).
 MAX_BATCH_READINGS = 500
 BATCH_WINDOW_SECONDS = 1.0
+# The records fetched ahead of the batches, across the task's shards. async-kinesis's default, 10,000, was
+# sized for a reading per record: packed records of up to 25 KB would let it hold 250 MB, half of a small
+# task's memory. Four batches' worth holds at most 50 MB and still keeps the next batch ready.
+QUEUED_RECORDS = 4 * MAX_BATCH_READINGS
 # async-kinesis gives up on a record it cannot queue for 30 s and moves its shard past it: were that record's
 # checkpoint written later, the record would be lost. The queue only stays full while the worker is busy with
 # a batch, so a batch that takes longer than this stops the worker, before its checkpoint, instead. PostgreSQL
@@ -217,6 +221,7 @@ async def consume(config: Config, stores: Stores, leases: Leases, stop: asyncio.
         processor=RecordData(),
         # A shard without a checkpoint is read from its oldest record, never from its newest.
         iterator_type="TRIM_HORIZON",
+        max_queue_size=QUEUED_RECORDS,
         # The library sleeps this long inline for every shard it finds caught up, delaying all the
         # others; its per-shard fetch rate (one GetRecords a second) already paces the polling.
         sleep_time_no_records=0.2,
