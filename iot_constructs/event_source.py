@@ -39,7 +39,7 @@ class StreamEventSource(Construct):
         super().__init__(scope, id)
         stream.grant_read_as_event_source(function)
         stream.processing_dead_letters.grant_send(function)
-        LambdaEventSourceMapping(
+        self.mapping = LambdaEventSourceMapping(
             self,
             "mapping",
             function_name=function.function_arn,

@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cdktf import AssetType, TerraformAsset
+from cdktf import AssetType, TerraformAsset, TerraformResource
 from cdktf_cdktf_provider_aws.iam_role import IamRole
 from cdktf_cdktf_provider_aws.lambda_function import (
     LambdaFunction,
@@ -134,6 +134,13 @@ class Function(Construct):
         self.invoke_arn: str = function.invoke_arn
         self.timeout_seconds = settings.timeout_seconds
         self._namespace = naming.project
+        self._function = function
+
+    def deploy_after(self, *resources: TerraformResource) -> None:
+        """Terraform changes this function only after `resources`: a producer after the consumers that must
+        read what its new code writes."""
+        addresses = [f"{r.terraform_resource_type}.{r.friendly_unique_id}" for r in resources]
+        self._function.depends_on = [*(self._function.depends_on or []), *addresses]
 
     @property
     def grant_principal(self) -> IamRole:

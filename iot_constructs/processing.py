@@ -3,7 +3,7 @@ alerts (the sink); the ECS worker writes PostgreSQL, Redis and the archive on EF
 
 from dataclasses import dataclass, field
 
-from cdktf import TerraformResourceLifecycle
+from cdktf import TerraformResource, TerraformResourceLifecycle
 from cdktf_cdktf_provider_aws.ssm_parameter import SsmParameter
 from constructs import Construct
 
@@ -125,11 +125,14 @@ class Processing:
             environment=sink.environment,
         )
         sink.grant_write(self.processor)
-        StreamEventSource(
+        events = StreamEventSource(
             scope, "processor-events", settings.event_source, function=self.processor, stream=stream
         )
         export(scope, "processor_function_name", self.processor.function_name, "Consumes the stream")
         self.worker = self._worker(scope, settings.worker, context, network, keys, stream, data)
+        self.consumers: list[TerraformResource] = [events.mapping, self.worker.service]
+        """What reads the stream: a deploy changes them before what writes it, so that records in a new
+        format are never written before they can be read."""
 
     @staticmethod
     def _worker(

@@ -189,7 +189,7 @@ class WorkerService(Construct):
             execution_role.arn,
             None,
         )
-        service = EcsService(
+        self.service = service = EcsService(
             self,
             "service",
             name=name,

@@ -86,6 +86,7 @@ class PlatformStack(TerraformStack):
             data=data,
             alerts=alerts,
         )
+        ingestion.ingest.deploy_after(*processing.consumers)
         watched = Watched(
             api=ingestion.api,
             stream=ingestion.stream,

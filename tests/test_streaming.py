@@ -285,3 +285,16 @@ def test_thresholds_live_in_ssm_and_operators_changes_survive_deploys(stack: dic
     assert parameter["name"] == f"/{PROJECT}/{env_of(stack)}/thresholds"
     assert isinstance(json.loads(parameter["value"]), dict)
     assert parameter["lifecycle"] == {"ignore_changes": ["value"]}
+
+
+def test_a_deploy_changes_the_consumers_before_ingest(stack: dict[str, Any]) -> None:
+    """Records in a new format are written only once the processor's mapping and the worker can read them:
+    Terraform changes ingest after both."""
+    (ingest,) = resources(
+        stack, "aws_lambda_function", function_name=f"{PROJECT}-ingest-{env_of(stack)}"
+    ).values()
+    (mapping,) = resources(stack, "aws_lambda_event_source_mapping")
+    (service,) = resources(stack, "aws_ecs_service")
+    assert {f"aws_lambda_event_source_mapping.{mapping}", f"aws_ecs_service.{service}"} <= set(
+        ingest["depends_on"]
+    )
