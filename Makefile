@@ -74,14 +74,15 @@ ENV ?= local
 
 .PHONY: deploy destroy plan
 
-## Deploy the local environment to a moto server on this machine, send sample readings through it and
-## print a summary. The server keeps running until `make destroy`.
+## Deploy ENV (local by default, or any short-lived suffix such as pr-7) to a moto server on this machine,
+## send sample readings through it and print what each store holds. The server keeps running until
+## `make destroy ENV=...`.
 deploy: setup
-	$(PIPENV) run python -m tools.local deploy
+	$(PIPENV) run python -m tools.local deploy $(ENV)
 
-## Destroy the local environment and stop its moto server.
+## Destroy ENV on the moto server, and stop the server and the local data stores.
 destroy: setup
-	$(PIPENV) run python -m tools.local destroy
+	$(PIPENV) run python -m tools.local destroy $(ENV)
 
 ## Plan one environment (ENV=dev|staging|prod|local|<suffix>; local by default, on the moto server) into
 ## cdktf.out/stacks/<stack>/: plan.tfplan, plan.json and plan.md, the summary for reviewers.

@@ -206,6 +206,31 @@ def _data(database: DatabaseSettings, cache: CacheSettings | None, backups: bool
     )
 
 
+def on_emulator(config: EnvironmentConfig, endpoint: str) -> EnvironmentConfig:
+    """A destroyable environment on the emulator at `endpoint`, without what the emulator cannot run
+    (stacks/emulator.py): ElastiCache, EFS backup policies, autoscaling targets, Aurora (and it holds one DB
+    instance per server); without NAT or interface endpoints, which would reach nothing."""
+    if not config.destroyable:
+        raise ConfigError(f"{config.name} is not destroyable, so it never runs on the emulator")
+    return replace(
+        config,
+        account_id=EMULATOR_ACCOUNT,
+        network=replace(config.network, nat_mode="none", interface_endpoints=()),
+        data=_data(
+            DatabaseSettings(engine="rds", backup_retention_days=1, instance_class="db.t4g.micro"),
+            None,
+            backups=False,
+        ),
+        processing=replace(
+            config.processing,
+            worker=WorkerSettings(
+                image_tag="0.1.0", cpu=256, memory_mb=512, min_tasks=1, max_tasks=1, autoscaling=False
+            ),
+        ),
+        emulator_endpoint=endpoint,
+    )
+
+
 # The seeds' target fleet: 10,000 devices reporting once a second, through gateways that send 10 readings a
 # request, with three times that as headroom for bursts and growth. Prod's stream, and the worker tasks that
 # read it (one per shard at most), are sized from it.
@@ -401,29 +426,14 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
         log_retention_days=365,
         destroyable=False,
     ),
-    # The local environment runs on the emulator: no NAT (nothing to reach), no interface endpoints.
-    "local": replace(
-        _DEV,
-        name="local",
-        account_id=EMULATOR_ACCOUNT,
-        network=NetworkSettings(
-            cidr="10.40.0.0/16", availability_zones=_zones(DEFAULT_REGION, 2), nat_mode="none"
+    "local": on_emulator(
+        replace(
+            _DEV,
+            name="local",
+            network=replace(_DEV.network, cidr="10.40.0.0/16"),
+            log_retention_days=7,
         ),
-        log_retention_days=7,
-        # What the emulator cannot run (stacks/emulator.py): ElastiCache, EFS backup policies, autoscaling
-        # targets; and it holds one DB instance per server.
-        data=_data(
-            DatabaseSettings(engine="rds", backup_retention_days=1, instance_class="db.t4g.micro"),
-            None,
-            backups=False,
-        ),
-        processing=replace(
-            _DEV.processing,
-            worker=WorkerSettings(
-                image_tag="0.1.0", cpu=256, memory_mb=512, min_tasks=1, max_tasks=1, autoscaling=False
-            ),
-        ),
-        emulator_endpoint=DEFAULT_LOCAL_ENDPOINT,
+        DEFAULT_LOCAL_ENDPOINT,
     ),
 }
 
@@ -460,10 +470,13 @@ def environment(name: str, environ: Mapping[str, str]) -> EnvironmentConfig:
 
 def short_lived_environment(suffix: str, environ: Mapping[str, str]) -> EnvironmentConfig:
     """A destroyable environment named by `suffix` (for example pr-123), sized like dev, in dev's account and
-    in the region AWS_REGION names (dev's by default)."""
+    in the region AWS_REGION names (dev's by default); on the emulator at LOCAL_AWS_ENDPOINT when that is set,
+    as the local environment is."""
     ingestion = replace(_DEV.ingestion, api=replace(_DEV.ingestion.api, manage_account_logging_role=False))
     config = replace(_DEV, name=validate_suffix(suffix), log_retention_days=7, ingestion=ingestion)
-    return _with_overrides(_in_region(config, environ.get("AWS_REGION") or _DEV.region), environ)
+    config = _in_region(config, environ.get("AWS_REGION") or _DEV.region)
+    emulator = environ.get("LOCAL_AWS_ENDPOINT")
+    return _with_overrides(on_emulator(config, emulator) if emulator else config, environ)
 
 
 def _in_region(config: EnvironmentConfig, region: str) -> EnvironmentConfig:

@@ -4,6 +4,7 @@ import pytest
 
 from stacks.app import synth_all
 from stacks.config import (
+    EMULATOR_ACCOUNT,
     MAX_SUFFIX_LENGTH,
     NAME_LIMITS,
     PROJECT,
@@ -12,6 +13,7 @@ from stacks.config import (
     ConfigError,
     environment,
     load_environments,
+    on_emulator,
     short_lived_environment,
 )
 
@@ -83,13 +85,24 @@ def test_a_deployment_runs_the_worker_image_it_built() -> None:
     assert environment("dev", {}).processing.worker.image_tag == "0.1.0"
 
 
-def test_only_the_local_environment_has_an_emulator_and_its_address_can_be_moved() -> None:
-    environ = {"LOCAL_AWS_ENDPOINT": "http://127.0.0.1:4567", "ENVIRONMENT_SUFFIX": "pr-1"}
+def test_destroyable_environments_run_on_the_emulator_its_address_names() -> None:
+    endpoint = "http://127.0.0.1:4567"
+    environ = {"LOCAL_AWS_ENDPOINT": endpoint, "ENVIRONMENT_SUFFIX": "pr-1"}
     endpoints = {config.name: config.emulator_endpoint for config in load_environments(environ)}
-    assert endpoints == {
-        "dev": None,
-        "staging": None,
-        "prod": None,
-        "local": "http://127.0.0.1:4567",
-        "pr-1": None,
-    }
+    assert endpoints == {"dev": None, "staging": None, "prod": None, "local": endpoint, "pr-1": endpoint}
+    assert short_lived_environment("pr-1", {}).emulator_endpoint is None
+
+
+def test_a_short_lived_environment_on_the_emulator_leaves_out_what_the_local_one_does() -> None:
+    """The same exclusions (stacks/emulator.py) and the emulator's account; its own name and addresses."""
+    local = environment("local", {})
+    preview = short_lived_environment("pr-1", {"LOCAL_AWS_ENDPOINT": local.emulator_endpoint or ""})
+    assert (preview.account_id, preview.data, preview.processing) == (
+        EMULATOR_ACCOUNT,
+        local.data,
+        local.processing,
+    )
+    assert local.data.cache is None and not local.processing.worker.autoscaling
+    assert (preview.network.nat_mode, preview.network.interface_endpoints) == ("none", ())
+    with pytest.raises(ConfigError, match="prod is not destroyable"):
+        on_emulator(environment("prod", {}), "http://127.0.0.1:4567")

@@ -1,10 +1,12 @@
-"""`python -m tools.local deploy | destroy | emulator | plan ENV`: the Makefile's deploy, destroy and plan.
+"""`python -m tools.local deploy ENV | destroy ENV | emulator | plan ENV`: the Makefile's deploy, destroy and
+plan.
 
-deploy   starts the emulator and the local data stores (PostgreSQL, redis-server; or reuses the running
-         ones), deploys the local environment to the emulator, writes outputs/local.json, sends sample
-         readings through it (the worker runs against the stores) and prints what each store holds; all
-         keep running for `destroy`, `plan` and `npx cdktf deploy|destroy iot-platform-local`.
-destroy  destroys the local environment and stops the emulator and the stores.
+deploy ENV   starts the emulator and the local data stores (PostgreSQL, redis-server; or reuses the
+             running ones), deploys ENV (local, or any short-lived suffix such as pr-7, with the local
+             environment's exclusions) to the emulator, writes outputs/ENV.json, sends sample readings through
+             it (the worker runs against the stores) and prints what each store holds; all keep running for
+             `destroy`, `plan` and `npx cdktf deploy|destroy <stack>`.
+destroy ENV  destroys ENV on the emulator and stops the emulator and the stores.
 emulator starts the emulator (or finds the running one), creates the local state bucket in it and prints
          its endpoint, for LOCAL_AWS_ENDPOINT.
 plan ENV plans any environment (local: on the emulator) into cdktf.out/stacks/<stack>/: plan.tfplan,
@@ -37,22 +39,23 @@ from tools.terraform import terraform_environ
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 OUTDIR = PROJECT_ROOT / "cdktf.out"
-OUTPUTS = PROJECT_ROOT / "outputs" / "local.json"
+OUTPUTS_DIR = PROJECT_ROOT / "outputs"
 EMULATOR_STATE = PROJECT_ROOT / ".cache" / "local" / "emulator.json"
 EMULATOR_LOG = EMULATOR_STATE.with_name("moto.log")
 STORES_STATE = EMULATOR_STATE.with_name("stores.json")
 
 
-def deploy() -> None:
+def deploy(name: str) -> None:
     started = time.monotonic()
     emulator = running_emulator() or start_emulator()
-    config, terraform = prepare("local", emulator)
+    config, terraform = prepare(name, emulator)
     print_workarounds()
     step("Deploying")
     terraform.apply()
     outputs = terraform.outputs()
-    OUTPUTS.parent.mkdir(exist_ok=True)
-    OUTPUTS.write_text(json.dumps(outputs, indent=2) + "\n")
+    outputs_file = OUTPUTS_DIR / f"{name}.json"
+    OUTPUTS_DIR.mkdir(exist_ok=True)
+    outputs_file.write_text(json.dumps(outputs, indent=2) + "\n")
     stores = running_stores() or start_stores()
     step("Sending sample readings through the deployed resources and the worker")
     result = round_trip(outputs, endpoint=emulator.endpoint, stores=stores)
@@ -68,16 +71,16 @@ def deploy() -> None:
         f"  archive    {result.archived} readings in {stores.archive_dir.relative_to(PROJECT_ROOT)}/ "
         f"(the worker)\n"
         f"  query      {result.returned} readings returned by GET .../readings\n"
-        f"  outputs    {OUTPUTS.relative_to(PROJECT_ROOT)}\n"
-        f"  destroy    make destroy"
+        f"  outputs    {outputs_file.relative_to(PROJECT_ROOT)}\n"
+        f"  destroy    make destroy ENV={name}"
     )
 
 
-def destroy() -> None:
+def destroy(name: str) -> None:
     started = time.monotonic()
     emulator = running_emulator()
     if emulator:
-        config, terraform = prepare("local", emulator)
+        config, terraform = prepare(name, emulator)
         resources = len(terraform.resources())
         step("Destroying")
         terraform.destroy()
@@ -87,14 +90,14 @@ def destroy() -> None:
             f"\nDestroyed {resources} resources of {config.stack_name} in {took:.0f} s; stopped the emulator."
         )
     else:
-        print("The emulator is not running, so there is no local environment to destroy.")
+        print(f"The emulator is not running, so there is no {name} environment on it to destroy.")
     stores = running_stores()
     if stores:
         stores.stop()
         print("Stopped the local PostgreSQL and redis-server.")
     STORES_STATE.unlink(missing_ok=True)
     EMULATOR_STATE.unlink(missing_ok=True)
-    OUTPUTS.unlink(missing_ok=True)
+    (OUTPUTS_DIR / f"{name}.json").unlink(missing_ok=True)
 
 
 def plan(name: str) -> None:
@@ -115,7 +118,12 @@ def emulator_endpoint() -> str:
 
 
 def prepare(name: str, emulator: Emulator | None) -> tuple[EnvironmentConfig, Terraform]:
-    """Synthesize the environment `name` and `terraform init` its stack; on the emulator if given."""
+    """Synthesize the environment `name` and `terraform init` its stack; on the emulator if given (which only
+    the local environment and short-lived ones run on)."""
+    if emulator and name in STANDING_ENVIRONMENTS and name != "local":
+        raise ConfigError(
+            f"{name} never runs on the emulator: deploy local or a short-lived suffix (for example pr-7)"
+        )
     environ = dict(os.environ)
     if emulator:
         environ["LOCAL_AWS_ENDPOINT"] = emulator.endpoint
@@ -188,10 +196,13 @@ def step(title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tools.local", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "deploy", help="deploy the local environment to the emulator and send readings through"
-    )
-    commands.add_parser("destroy", help="destroy the local environment and stop the emulator")
+    for command, does in (
+        ("deploy", "deploy an environment to the emulator and send readings through"),
+        ("destroy", "destroy an environment on the emulator and stop the emulator"),
+    ):
+        commands.add_parser(command, help=does).add_argument(
+            "environment", nargs="?", default="local", help="local (the default) or a short-lived suffix"
+        )
     commands.add_parser(
         "emulator", help="start the emulator (or find the running one) and print its endpoint"
     )
@@ -200,9 +211,9 @@ def main() -> None:
     args = parser.parse_args()
     try:
         if args.command == "deploy":
-            deploy()
+            deploy(args.environment)
         elif args.command == "destroy":
-            destroy()
+            destroy(args.environment)
         elif args.command == "emulator":
             print(emulator_endpoint())
         else:
