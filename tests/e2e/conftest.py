@@ -1,16 +1,17 @@
-"""The local environment, deployed once per test session to a moto server of its own.
+"""A short-lived environment on the emulator, deployed once per test session as a user deploys one: with
+`npx cdktf deploy`, to a moto server of its own.
 
-The session synth (tests/conftest.py) points the local stack at moto's default address, which another
-process may hold. So this starts moto on a free port and synthesizes again with LOCAL_AWS_ENDPOINT set
-to it: a few seconds with fast synth, on the pytest-xdist worker that runs these tests beside the rest.
-(An override file pointing the synthesized stack elsewhere would be cheaper, but then the tests would
-deploy something other than what the synth produces.) Whatever happens, the environment is destroyed and
-the server stopped at the end of the session.
+It is the environment suffix SUFFIX with LOCAL_AWS_ENDPOINT set, which gives it the local environment's
+exclusions (stacks.config.on_emulator), so it also stands for the local environment that `make deploy`
+deploys. moto starts on a free port (its default address may be taken) and the CLI synthesizes for it, on
+the pytest-xdist worker that runs these tests beside the rest. Whatever happens, the environment is
+destroyed and the server stopped at the end of the session.
 """
 
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from stacks.app import synth_all
-from stacks.config import EnvironmentConfig, environment
+from stacks.config import EnvironmentConfig, short_lived_environment
 from tests.conftest import require
 from tools.local.emulator import Emulator, start
 from tools.local.servers import LocalStores
@@ -34,7 +34,7 @@ class LocalEnvironment:
     config: EnvironmentConfig
     terraform: Terraform
     outputs_file: Path
-    """The stack's outputs as flat JSON, as `make deploy` writes outputs/local.json."""
+    """The stack's outputs, as `cdktf deploy --outputs-file` writes them."""
     deployed: bool = False
 
     @property
@@ -60,25 +60,45 @@ class LocalEnvironment:
         return variant
 
 
+SUFFIX = "e2e"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CLI = PROJECT_ROOT / "node_modules" / ".bin" / "cdktf"
+DEPLOY_SECONDS = 900
+# No calls to services that cannot answer offline, as the Makefile sets them.
+CLI_ENVIRON = {"CHECKPOINT_DISABLE": "1", "DISABLE_VERSION_CHECK": "1"}
+
+
 @pytest.fixture(scope="session")
 def local_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment]:
     require(shutil.which("terraform") is not None, "terraform is not on PATH")
+    require(CLI.exists(), f"{CLI} is missing: run `make setup`")
     workdir = tmp_path_factory.mktemp("local-environment")
     emulator = start(workdir / "moto.log")
     try:
-        environ = {"LOCAL_AWS_ENDPOINT": emulator.endpoint}
-        synth_all(workdir / "cdktf.out", environ)
-        config = environment("local", environ)
+        environ = {"LOCAL_AWS_ENDPOINT": emulator.endpoint, "ENVIRONMENT_SUFFIX": SUFFIX}
+        config = short_lived_environment(SUFFIX, environ)
         emulator.create_state_bucket(config.backend)
+        outdir = workdir / "cdktf.out"
         terraform = Terraform(
-            workdir / "cdktf.out" / "stacks" / config.stack_name, terraform_environ({**os.environ, **environ})
+            outdir / "stacks" / config.stack_name, terraform_environ({**os.environ, **environ})
         )
-        local = LocalEnvironment(emulator, config, terraform, workdir / "local.json")
-        terraform.init()
+        local = LocalEnvironment(emulator, config, terraform, workdir / "outputs.json")
         try:
             local.deployed = True  # a failed apply leaves part of the stack
-            terraform.apply()
-            local.outputs_file.write_text(json.dumps(terraform.outputs()))
+            # fmt: off
+            deploy = subprocess.run(
+                [
+                    str(CLI), "deploy", config.stack_name, "--auto-approve", "--output", str(outdir),
+                    "--outputs-file", str(local.outputs_file),
+                    # `terraform providers lock` asks the registry for checksums, which fails offline;
+                    # `terraform init` has locked the provider from the mirror.
+                    "--skip-provider-lock",
+                ],
+                cwd=PROJECT_ROOT, env={**terraform.environ, **CLI_ENVIRON}, capture_output=True, text=True,
+                timeout=DEPLOY_SECONDS,
+            )
+            # fmt: on
+            assert deploy.returncode == 0, deploy.stdout[-5000:] + deploy.stderr[-5000:]
             yield local
         finally:
             if local.deployed:

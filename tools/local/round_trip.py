@@ -112,12 +112,21 @@ class Handler:
 
 
 def load_outputs(path: Path) -> dict[str, Any]:
-    """A stack's outputs from `path`: flat JSON (outputs/local.json) or the file of
-    `cdktf deploy <stack> --outputs-file`, which nests them under the stack's name."""
+    """A stack's outputs from `path`: flat JSON (outputs/local.json, as `terraform output` names them) or the
+    file of `cdktf deploy <stack> --outputs-file`, which nests them under the stack's name and under the
+    construct that exports each (the alert topic's, under its stream)."""
     outputs: dict[str, Any] = json.loads(path.read_text())
     if "stream_name" not in outputs and len(outputs) == 1:
         (outputs,) = outputs.values()
-    return outputs
+    return _flat(outputs)
+
+
+def _flat(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Outputs without the constructs' nesting: no output of the stack is a map."""
+    flat: dict[str, Any] = {}
+    for name, value in outputs.items():
+        flat |= _flat(value) if isinstance(value, dict) else {name: value}
+    return flat
 
 
 def round_trip(
