@@ -480,7 +480,8 @@ class Database:
                 self._connection = self._connect()
             rows: list[list[Any]] = self._connection.run(sql, **parameters)
             return rows
-        except (pg8000.native.InterfaceError, pg8000.native.DatabaseError) as error:
+        # pg8000 wraps most network errors in InterfaceError, but lets some through (a reset connection).
+        except (pg8000.native.InterfaceError, pg8000.native.DatabaseError, OSError) as error:
             if isinstance(error, pg8000.native.DatabaseError) and not _unavailable(error):
                 raise
             self.close()

