@@ -370,6 +370,27 @@ def test_a_dropped_connection_is_made_again(
     assert get(query, context, "dev-1")[0] == 200
 
 
+def test_a_statement_that_times_out_is_a_503_and_is_not_tried_again(
+    query: ModuleType, context: LambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(query, "STATEMENT_TIMEOUT_MS", 100)
+    assert query.database.run("SELECT 1") == [[1]]  # a kept connection, which a failure would make again
+    attempts = []
+    run = query.database._run
+
+    def counted(*arguments: Any) -> Any:
+        attempts.append(arguments)
+        return run(*arguments)
+
+    monkeypatch.setattr(query.database, "_run", counted)
+
+    with pytest.raises(query.DatabaseUnavailable) as raised:
+        query.database.run("SELECT pg_sleep(1)")
+
+    assert raised.value.timed_out and "57014" in str(raised.value)
+    assert len(attempts) == 1
+
+
 def certificates(directory: Path) -> tuple[Path, Path, Path]:
     """A new certificate authority (its PEM file), and a certificate it signed for localhost with its key."""
     from cryptography import x509
