@@ -44,7 +44,7 @@ MAX_CACHED_DEVICES = 100_000
 # does not. A command is retried once at once, on a new connection: a frozen Lambda's idle connection may
 # have been closed meanwhile.
 REDIS_TIMEOUT_SECONDS = 1.0
-REDIS_RETRY = Retry(NoBackoff(), 1)
+REDIS_RETRIES = 1
 
 T = TypeVar("T")
 
@@ -140,7 +140,7 @@ class SharedRedis:
                 "password": self._auth_token(),
                 "socket_timeout": REDIS_TIMEOUT_SECONDS,
                 "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-                "retry": REDIS_RETRY,
+                "retry": Retry(NoBackoff(), REDIS_RETRIES),  # the client adds to its errors: one each
                 "decode_responses": True,
             }
             if self._settings.tls:
