@@ -577,7 +577,7 @@ def get_latest(event: APIGatewayProxyEvent) -> dict[str, Any]:
     try:
         reading = redis.run(lambda client: latest_reading(client, device_id))
     except Unavailable as error:
-        logger.warning("Redis is unavailable", error=repr(error.__cause__))
+        logger.warning("Redis is unavailable", cause=error.cause)
         return _response(503, {"message": f"latest readings unavailable: {error}"})
     if reading is None:
         # The worker's copy expires with the raw reading (READING_TTL_DAYS).

@@ -1,15 +1,20 @@
 """Moto-backed AWS resources, a real redis-server and PostgreSQL, and freshly loaded Lambda handlers for the
 function tests."""
 
+import contextlib
 import importlib.util
 import itertools
 import json
+import socket
+import ssl
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -123,6 +128,84 @@ def running_postgres() -> Iterator[PostgresServer]:
             yield postgres
         finally:
             stop_postgres(data)
+
+
+def certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A new certificate authority (its PEM file), and a certificate it signed for localhost with its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "functions test CA")])
+
+    def signed(subject: x509.Name, key: ec.EllipticCurvePrivateKey, extension: x509.ExtensionType) -> bytes:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(extension, critical=isinstance(extension, x509.BasicConstraints))
+        )
+        return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    ca, certificate, key = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca.write_bytes(signed(ca_name, ca_key, x509.BasicConstraints(ca=True, path_length=None)))
+    localhost = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    certificate.write_bytes(
+        signed(localhost, server_key, x509.SubjectAlternativeName([x509.DNSName("localhost")]))
+    )
+    key.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return ca, certificate, key
+
+
+@contextmanager
+def tls_relay(
+    directory: Path, target_port: int, negotiate: Callable[[socket.socket], None] = lambda client: None
+) -> Iterator[tuple[int, Path]]:
+    """A loopback port that serves TLS with a certificate for localhost, relaying each connection in the
+    clear to `target_port`, and the CA bundle that verifies it: the TLS of ElastiCache or RDS in front of the
+    tests' servers, which are built without it. `negotiate` runs first on each connection, in the clear."""
+    ca, certificate, key = certificates(directory)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    listener = socket.create_server((LOOPBACK, 0))
+
+    def relay(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                client, _ = listener.accept()
+                negotiate(client)
+                try:
+                    secure = context.wrap_socket(client, server_side=True)
+                except ssl.SSLError:  # the client refused the certificate
+                    client.close()
+                    continue
+                server = socket.create_connection((LOOPBACK, target_port))
+                threading.Thread(target=relay, args=(secure, server), daemon=True).start()
+                threading.Thread(target=relay, args=(server, secure), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], ca
+    finally:
+        listener.close()
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,11 @@
 the connection to PostgreSQL (verify-full TLS, made again when it fails)."""
 
 import base64
-import contextlib
 import dataclasses
 import json
 import socket
-import ssl
 import struct
-import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +15,7 @@ from typing import Any
 import certifi
 import pytest
 
-from tests.functions.conftest import LambdaContext, LoadFunction, PostgresServer, Stores
+from tests.functions.conftest import LambdaContext, LoadFunction, PostgresServer, Stores, tls_relay
 from tests.functions.events import get_readings
 from tools.local.servers import free_port
 
@@ -391,83 +387,23 @@ def test_a_statement_that_times_out_is_a_503_and_is_not_tried_again(
     assert len(attempts) == 1
 
 
-def certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A new certificate authority (its PEM file), and a certificate it signed for localhost with its key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.now(UTC)
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "functions test CA")])
-
-    def signed(subject: x509.Name, key: ec.EllipticCurvePrivateKey, extension: x509.ExtensionType) -> bytes:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(hours=1))
-            .add_extension(extension, critical=isinstance(extension, x509.BasicConstraints))
-        )
-        return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-    ca, certificate, key = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    ca.write_bytes(signed(ca_name, ca_key, x509.BasicConstraints(ca=True, path_length=None)))
-    localhost = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    certificate.write_bytes(
-        signed(localhost, server_key, x509.SubjectAlternativeName([x509.DNSName("localhost")]))
-    )
-    key.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return ca, certificate, key
+POSTGRES_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
 
 @pytest.fixture
 def tls_endpoint(tmp_path: Path, stores: Stores) -> Iterator[tuple[int, Path]]:
     """A port where PostgreSQL is served over TLS, as RDS serves it, and the CA bundle that verifies it.
 
-    The tests' PostgreSQL is built without TLS, so this proxy answers the client's SSLRequest, completes the
-    handshake with a certificate for localhost, and relays the connection to the server in the clear.
+    The tests' PostgreSQL is built without TLS: the relay answers the client's SSLRequest, then completes the
+    handshake itself.
     """
-    ca, certificate, key = certificates(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certificate, key)
-    listener = socket.create_server(("127.0.0.1", 0))
 
-    def relay(source: socket.socket, target: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                target.sendall(data)
-        with contextlib.suppress(OSError):
-            target.shutdown(socket.SHUT_WR)
+    def accept_ssl_request(client: socket.socket) -> None:
+        assert client.recv(len(POSTGRES_SSL_REQUEST)) == POSTGRES_SSL_REQUEST
+        client.sendall(b"S")
 
-    def serve() -> None:
-        with contextlib.suppress(OSError):  # the listener closed: the test is over
-            while True:
-                client, _ = listener.accept()
-                assert client.recv(8) == struct.pack("!ii", 8, 80877103)  # SSLRequest
-                client.sendall(b"S")
-                try:
-                    secure = context.wrap_socket(client, server_side=True)
-                except ssl.SSLError:  # the client refused the certificate
-                    client.close()
-                    continue
-                server = socket.create_connection(("127.0.0.1", stores.postgres.port))
-                threading.Thread(target=relay, args=(secure, server), daemon=True).start()
-                threading.Thread(target=relay, args=(server, secure), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield listener.getsockname()[1], ca
-    finally:
-        listener.close()
+    with tls_relay(tmp_path, stores.postgres.port, accept_ssl_request) as endpoint:
+        yield endpoint
 
 
 def test_tls_is_verified_against_the_rds_ca_bundle_with_the_host_name_checked(
