@@ -8,7 +8,6 @@ import json
 import socket
 import ssl
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,29 +22,19 @@ import boto3
 import pytest
 import redis
 from moto import mock_aws
-from psycopg.conninfo import make_conninfo
 from redis.typing import EncodableT, FieldT
 
+from tests.functions import FUNCTIONS
 from tests.functions.events import CLIENT_ID, kinesis_event
-from tools.local.servers import (  # the redis-server and PostgreSQL of the local round trip
-    LOOPBACK,
-    free_port,
-    start_postgres,
-    start_redis,
-    stop_postgres,
-)
-from tools.local.servers import redis_server_executable as redis_server_executable  # for the other tests
+from tests.postgres import NewDatabase, PostgresDatabase, new_database, postgres_server
+from tools.local.servers import LOOPBACK, free_port, redis_server_executable, start_redis
 
-FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
-# A Lambda package holds the function's directory and readings/ at its root, and Lambda puts that root first
-# on the import path; the worker's image holds them at its working directory. Tests import them from here.
-if str(FUNCTIONS) not in sys.path:
-    sys.path.insert(0, str(FUNCTIONS))
+# Fixtures for the function tests, and what the other tests take from here.
+__all__ = ["FUNCTIONS", "new_database", "postgres_server", "redis_server_executable"]
+
 REGION = "eu-west-1"
 THRESHOLDS = {"temperature": {"max": 80}, "humidity": {"min": 10, "max": 90}}
 REDIS_AUTH_TOKEN = "functions-test-auth-token-0123456789"
-DATABASE_NAME = "iot"
-ADMIN_USER = "postgres"  # pgserver's superuser
 OTHER_CLIENT_ID = "zyxw9876vu"
 # The devices the tests name, registered to the recorded events' client unless a test says otherwise.
 OWNED_DEVICES = [
@@ -91,43 +80,10 @@ def running_redis(directory: Path) -> Iterator[RedisServer]:
         process.wait(10)
 
 
-@dataclass(frozen=True)
-class PostgresServer:
-    port: int
-
-    def connect(self, user: str = ADMIN_USER, database: str = DATABASE_NAME) -> Any:
-        """A pg8000 connection; the test server trusts every local login, so no password is checked."""
-        import pg8000.native  # type: ignore[import-untyped]  # pg8000 ships no type information
-
-        return pg8000.native.Connection(user, host=LOOPBACK, port=self.port, database=database)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        yield server
-
-
-@contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """PostgreSQL (tools.local.servers) listening on the loopback as RDS listens on its endpoint, with the
-    database DATABASE_NAME migrated by the stream worker's migrate step.
-
-    Its data lives outside pytest's base temporary directory, which a concurrent pytest run may prune.
-    """
-    from stream_worker.migrate import migrate  # functions/ is on the import path by now
-
-    with tempfile.TemporaryDirectory(prefix="functions-postgres-") as directory:
-        data = Path(directory) / "data"
-        postgres = PostgresServer(start_postgres(data, free_port()).port)
-        try:
-            admin = postgres.connect(database="postgres")
-            admin.run(f"CREATE DATABASE {DATABASE_NAME}")
-            admin.close()
-            migrate(make_conninfo(host=LOOPBACK, port=postgres.port, dbname=DATABASE_NAME, user=ADMIN_USER))
-            yield postgres
-        finally:
-            stop_postgres(data)
+@pytest.fixture
+def database(new_database: NewDatabase) -> PostgresDatabase:
+    """The test's own database on the session's PostgreSQL (tests.postgres), migrated, for the rollups."""
+    return new_database()
 
 
 def certificates(directory: Path) -> tuple[Path, Path, Path]:
@@ -210,12 +166,11 @@ def tls_relay(
 
 @dataclass(frozen=True)
 class Stores:
-    """What ingest and query read besides AWS: the owners map in Redis, its AUTH token's secret, and
-    PostgreSQL's rollups."""
+    """What ingest and query read in Redis: the owners map, with its AUTH token's secret (the rollups are
+    in the test's `database`)."""
 
     redis: redis.Redis
     redis_port: int
-    postgres: PostgresServer
     secretsmanager: Any
     auth_token_secret_arn: str
 
@@ -242,16 +197,13 @@ class Stores:
 
 
 @pytest.fixture
-def stores(aws: "Aws", redis_server: RedisServer, postgres_server: PostgresServer) -> Stores:
+def stores(aws: "Aws", redis_server: RedisServer) -> Stores:
     redis_server.client.flushall()
-    admin = postgres_server.connect()
-    admin.run("TRUNCATE hourly_rollups")
-    admin.close()
     secretsmanager = boto3.client("secretsmanager")
     secret_arn = secretsmanager.create_secret(
         Name="iot/redis/auth-token", SecretString=json.dumps({"auth_token": REDIS_AUTH_TOKEN})
     )["ARN"]
-    stores = Stores(redis_server.client, redis_server.port, postgres_server, secretsmanager, secret_arn)
+    stores = Stores(redis_server.client, redis_server.port, secretsmanager, secret_arn)
     stores.publish_owners(dict.fromkeys(OWNED_DEVICES, CLIENT_ID))
     return stores
 
@@ -389,18 +341,6 @@ def function_environment(aws: Aws) -> dict[str, dict[str, str]]:
     }
 
 
-def database_environment(postgres: PostgresServer) -> dict[str, str]:
-    """The query function's PostgreSQL settings: the reader role, with a password and no TLS as locally."""
-    return {
-        "DATABASE_HOST": "127.0.0.1",
-        "DATABASE_PORT": str(postgres.port),
-        "DATABASE_NAME": DATABASE_NAME,
-        "DATABASE_USER": "iot_reader",
-        "DATABASE_PASSWORD": "unchecked-by-the-test-server",
-        "DATABASE_TLS": "false",
-    }
-
-
 LoadFunction = Callable[..., ModuleType]
 
 
@@ -422,7 +362,8 @@ def load_function(
             stores: Stores = request.getfixturevalue("stores")
             environment |= stores.environment()
         if name == "query":
-            environment |= database_environment(request.getfixturevalue("postgres_server"))
+            database: PostgresDatabase = request.getfixturevalue("database")
+            environment |= database.environment("iot_reader")  # the reader, with a password and no TLS
         for variable, value in (environment | overrides).items():
             monkeypatch.setenv(variable, value)
         module_name = f"{name}_handler_{next(_module_numbers)}"

@@ -13,29 +13,25 @@ from types import ModuleType
 from typing import Any
 
 import certifi
+import psycopg
 import pytest
 
-from tests.functions.conftest import LambdaContext, LoadFunction, PostgresServer, Stores, tls_relay
+from tests.functions.conftest import LambdaContext, LoadFunction, tls_relay
 from tests.functions.events import get_readings
+from tests.postgres import PostgresDatabase
 from tools.local.servers import free_port
 
 # (device, metric, hour, count, sum, min, max), as the stream worker writes them.
 Row = tuple[str, str, str, int, str, str, str]
 
 
-def insert(postgres: PostgresServer, rows: list[Row]) -> None:
-    connection = postgres.connect()
-    try:
-        for device_id, metric, hour, count, total, minimum, maximum in rows:
-            connection.run(
-                "INSERT INTO hourly_rollups (device_id, metric, hour, count, sum, min, max) "
-                "VALUES (:device_id, :metric, CAST(:hour AS timestamptz), :count, CAST(:sum AS numeric), "
-                "CAST(:min AS numeric), CAST(:max AS numeric))",
-                device_id=device_id, metric=metric, hour=hour, count=count,
-                sum=total, min=minimum, max=maximum,
-            )  # fmt: skip
-    finally:
-        connection.close()
+def insert(database: PostgresDatabase, rows: list[Row]) -> None:
+    with psycopg.connect(database.conninfo()) as connection:
+        connection.cursor().executemany(
+            "INSERT INTO hourly_rollups (device_id, metric, hour, count, sum, min, max) "
+            "VALUES (%s, %s, %s::timestamptz, %s, %s::numeric, %s::numeric, %s::numeric)",
+            rows,
+        )
 
 
 def get(query: ModuleType, context: LambdaContext, device_id: str, **parameters: str) -> tuple[int, Any]:
@@ -55,10 +51,10 @@ def stats(count: int, total: str, minimum: str, maximum: str, mean: str) -> dict
 
 
 @pytest.fixture
-def day(stores: Stores) -> None:
+def day(database: PostgresDatabase) -> None:
     """dev-1 on 2026-11-23 and the first hour of the 24th; dev-2 in the same hours."""
     insert(
-        stores.postgres,
+        database,
         [
             ("dev-1", "temperature", "2026-11-23T10:00:00Z", 2, "41.5", "20.5", "21"),
             ("dev-1", "humidity", "2026-11-23T10:00:00Z", 1, "40", "40", "40"),
@@ -121,10 +117,10 @@ def test_days_are_utc_days_summing_counts_and_sums_with_the_least_minimum_and_gr
 
 
 def test_sums_are_exact_beyond_the_digits_a_float_keeps(
-    query: ModuleType, context: LambdaContext, stores: Stores
+    query: ModuleType, context: LambdaContext, database: PostgresDatabase
 ) -> None:
     insert(
-        stores.postgres,
+        database,
         [
             (
                 "dev-1",
@@ -174,9 +170,9 @@ def test_a_period_is_returned_if_it_begins_within_from_and_to(
 
 
 def test_history_older_than_the_raw_readings_ttl_is_returned(
-    query: ModuleType, context: LambdaContext, stores: Stores
+    query: ModuleType, context: LambdaContext, database: PostgresDatabase
 ) -> None:
-    insert(stores.postgres, [("dev-1", "temperature", "2019-03-01T08:00:00Z", 60, "1200", "19", "21")])
+    insert(database, [("dev-1", "temperature", "2019-03-01T08:00:00Z", 60, "1200", "19", "21")])
 
     status, page = get(query, context, "dev-1", resolution="day", **{"from": "2019-01-01T00:00:00Z"})
 
@@ -192,14 +188,14 @@ def test_history_older_than_the_raw_readings_ttl_is_returned(
 def test_pages_return_every_period_once_in_time_order(
     query: ModuleType,
     context: LambdaContext,
-    stores: Stores,
+    database: PostgresDatabase,
     resolution: str,
     hours: int,
     pages: list[int],
 ) -> None:
     # Every other hour, starting at 2026-11-01T00:00Z, so that some hours are empty.
     insert(
-        stores.postgres,
+        database,
         [
             (
                 "dev-1",
@@ -353,15 +349,12 @@ def test_an_unreachable_database_gets_503(
 
 
 def test_a_dropped_connection_is_made_again(
-    query: ModuleType, context: LambdaContext, stores: Stores, day: None
+    query: ModuleType, context: LambdaContext, database: PostgresDatabase, day: None
 ) -> None:
     assert get(query, context, "dev-1")[0] == 200
     ((backend,),) = query.database.run("SELECT pg_backend_pid()")  # the connection the function keeps
-    admin = stores.postgres.connect()
-    try:
-        assert admin.run("SELECT pg_terminate_backend(:backend)", backend=backend) == [[True]]
-    finally:
-        admin.close()
+    with psycopg.connect(database.conninfo()) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", [backend]).fetchone() == (True,)
 
     assert get(query, context, "dev-1")[0] == 200
 
@@ -391,7 +384,7 @@ POSTGRES_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
 
 @pytest.fixture
-def tls_endpoint(tmp_path: Path, stores: Stores) -> Iterator[tuple[int, Path]]:
+def tls_endpoint(tmp_path: Path, database: PostgresDatabase) -> Iterator[tuple[int, Path]]:
     """A port where PostgreSQL is served over TLS, as RDS serves it, and the CA bundle that verifies it.
 
     The tests' PostgreSQL is built without TLS: the relay answers the client's SSLRequest, then completes the
@@ -402,7 +395,7 @@ def tls_endpoint(tmp_path: Path, stores: Stores) -> Iterator[tuple[int, Path]]:
         assert client.recv(len(POSTGRES_SSL_REQUEST)) == POSTGRES_SSL_REQUEST
         client.sendall(b"S")
 
-    with tls_relay(tmp_path, stores.postgres.port, accept_ssl_request) as endpoint:
+    with tls_relay(tmp_path, database.port, accept_ssl_request) as endpoint:
         yield endpoint
 
 
