@@ -4,9 +4,9 @@ Run: .venv/bin/python -m bench.queries
 
 The handlers run in this process, as the tests run them, against a redis-server and a PostgreSQL started on
 this machine as the tests start them (tools.local.servers), and moto for AWS, which they only ask for the
-Redis AUTH token, once. Each figure is the p50 and p95 of REQUESTS calls, after WARMUP calls (the connections are
-made, and the device's owner cached, as in a warm function). Loopback round trips take some 0.05 ms; in a VPC
-a Redis or PostgreSQL round trip takes some 0.3 to 1 ms more, so add that per round trip (below) for Lambda.
+Redis AUTH token, once. Each figure is the p50 and p95 of REQUESTS calls, after WARMUP calls (the connections
+are made, and the device's owner cached, as in a warm function). Loopback round trips take some 0.05 ms; in a
+VPC a Redis or PostgreSQL round trip takes some 0.3 to 1 ms more: add that per round trip (below) for Lambda.
 
 Data: one device with a year of hourly rollups of METRICS metrics (8,760 hours); the owners map holds
 OWNED devices, as a registry of that size would.
