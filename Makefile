@@ -64,6 +64,7 @@ test-fast: setup
 bench: setup
 	$(PIPENV) run python -m bench.synth
 	$(PIPENV) run python -m bench.functions
+	$(PIPENV) run python -m bench.queries
 	$(PIPENV) run python -m bench.feedback
 
 ## Rewrite the synth snapshots after an intended change (say why in the commit message).
