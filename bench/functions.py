@@ -35,7 +35,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,13 +51,11 @@ import boto3
 import psycopg
 import redis
 from moto import mock_aws
-from pgserver.postgres_server import get_server
 from psycopg.conninfo import make_conninfo
 
 from stacks.config import environment
-from tests.functions.conftest import redis_server_executable
-from tests.worker.conftest import free_port
 from tools.local.round_trip import kinesis_event
+from tools.local.servers import LocalStores
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
 # As in each function's zip and the worker's image: the shared readings package beside the handlers.
@@ -373,43 +370,29 @@ def measure_processor(meter: CallMeter, stream: str, readings: int) -> None:
 
 @contextmanager
 def worker_stores() -> Iterator[dict[str, str]]:
-    """A migrated PostgreSQL database, a redis-server and an archive directory, all in a temporary directory;
-    yields the worker's variables for them."""
+    """A migrated PostgreSQL database, a redis-server and an archive directory (tools.local.servers, as the
+    local round trip uses them), in a temporary directory; yields the worker's variables for them."""
     directory = Path(tempfile.mkdtemp(prefix="bench-worker-"))
-    server = get_server(directory / "postgres", cleanup_mode="stop")
-    info = server.get_postmaster_info()
-    admin = make_conninfo(host=str(info.socket_dir), port=info.port, user="postgres")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute("CREATE DATABASE bench")
-    migrate = importlib.import_module("stream_worker.migrate")
-    migrate.migrate(make_conninfo(admin, dbname="bench"))
-    redis_port = free_port()
-    redis_server = subprocess.Popen(
-        [redis_server_executable(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=redis_port)
+    stores = LocalStores.start(directory)
     try:
-        while True:
-            with contextlib.suppress(redis.ConnectionError):
-                client.ping()
-                break
-            time.sleep(0.1)
+        admin = make_conninfo(host=stores.postgres.host, port=stores.postgres.port, user="postgres")
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute("CREATE DATABASE bench")
+        migrate = importlib.import_module("stream_worker.migrate")
+        migrate.migrate(make_conninfo(admin, dbname="bench"))
         yield {
-            "DATABASE_HOST": str(info.socket_dir),
-            "DATABASE_PORT": str(info.port),
+            "DATABASE_HOST": stores.postgres.host,
+            "DATABASE_PORT": str(stores.postgres.port),
             "DATABASE_NAME": "bench",
             "DATABASE_USER": "iot_worker",
             "DATABASE_PASSWORD": "trusted-locally",
             "DATABASE_TLS": "false",
-            "REDIS_PORT": str(redis_port),
-            "ARCHIVE_DIR": str(directory / "archive"),
+            "REDIS_PORT": str(stores.redis_port),
+            "REDIS_AUTH_TOKEN": stores.redis_password,
+            "ARCHIVE_DIR": str(stores.archive_dir),
         }
     finally:
-        client.close()
-        redis_server.terminate()
-        redis_server.wait(timeout=10)
-        server.cleanup()
+        stores.stop()
         shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -454,7 +437,9 @@ def measure_worker(stream: str, readings: int) -> None:
         async with database.connection_pool(
             config, statement_timeout_seconds=worker.BATCH_DEADLINE_SECONDS
         ) as pool:
-            client = redis.asyncio.Redis(port=int(variables["REDIS_PORT"]))
+            client = redis.asyncio.Redis(
+                port=int(variables["REDIS_PORT"]), password=variables["REDIS_AUTH_TOKEN"]
+            )
             stores = worker.Stores(pool, archive_module.Archive(Path(variables["ARCHIVE_DIR"])), client)
             for delivery in ("first delivery", "replay of the same batches"):
                 meter = StatementMeter()

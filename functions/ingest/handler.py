@@ -45,6 +45,7 @@ from readings import (
     reading_problems,
 )
 from readings.ownership import RedisSettings, Registry, SharedRedis
+from readings.settings import positive_int, required
 
 MEDIA_TYPE = "application/json"
 PUT_RECORDS_MAX_ENTRIES = 500  # Kinesis PutRecords limits
@@ -69,32 +70,18 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
-        max_body_bytes = _positive_int(env, "MAX_BODY_BYTES")
+        max_body_bytes = positive_int(env, "MAX_BODY_BYTES")
         if max_body_bytes > MAX_BODY_BYTES_LIMIT:
             raise ValueError(f"MAX_BODY_BYTES is {max_body_bytes}; set it to at most {MAX_BODY_BYTES_LIMIT}")
         return cls(
-            stream_name=_required(env, "STREAM_NAME"),
-            max_batch_size=_positive_int(env, "MAX_BATCH_SIZE"),
+            stream_name=required(env, "STREAM_NAME"),
+            max_batch_size=positive_int(env, "MAX_BATCH_SIZE"),
             max_body_bytes=max_body_bytes,
-            max_reading_age=timedelta(seconds=_positive_int(env, "MAX_READING_AGE_SECONDS")),
-            max_clock_skew=timedelta(seconds=_positive_int(env, "MAX_CLOCK_SKEW_SECONDS")),
-            put_records_max_attempts=_positive_int(env, "PUT_RECORDS_MAX_ATTEMPTS"),
+            max_reading_age=timedelta(seconds=positive_int(env, "MAX_READING_AGE_SECONDS")),
+            max_clock_skew=timedelta(seconds=positive_int(env, "MAX_CLOCK_SKEW_SECONDS")),
+            put_records_max_attempts=positive_int(env, "PUT_RECORDS_MAX_ATTEMPTS"),
             redis=RedisSettings.from_env(env),
         )
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "")
-    if not value:
-        raise ValueError(f"environment variable {name} is required")
-    return value
-
-
-def _positive_int(env: Mapping[str, str], name: str) -> int:
-    value = _required(env, name)
-    if not (value.isascii() and value.isdigit() and int(value) > 0):
-        raise ValueError(f"{name} is {value!r}; set it to a positive integer")
-    return int(value)
 
 
 class InvalidRequest(Exception):

@@ -36,6 +36,7 @@ from aws_lambda_powertools.utilities.parameters import SSMProvider
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 from readings import Identity, Number, Reading, Unpacked, batches, epoch_ms, unpack
+from readings.settings import positive_int, required
 
 BATCH_WRITE_MAX_ITEMS = 25
 BATCH_GET_MAX_KEYS = 100
@@ -66,28 +67,14 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         return cls(
-            raw_table_name=_required(env, "RAW_TABLE_NAME"),
-            aggregates_table_name=_required(env, "AGGREGATES_TABLE_NAME"),
-            alert_topic_arn=_required(env, "ALERT_TOPIC_ARN"),
-            thresholds_parameter_name=_required(env, "THRESHOLDS_PARAMETER_NAME"),
-            reading_ttl=timedelta(days=_positive_int(env, "READING_TTL_DAYS")),
-            aggregate_ttl=timedelta(days=_positive_int(env, "AGGREGATE_TTL_DAYS")),
-            dynamodb_max_attempts=_positive_int(env, "DYNAMODB_MAX_ATTEMPTS"),
+            raw_table_name=required(env, "RAW_TABLE_NAME"),
+            aggregates_table_name=required(env, "AGGREGATES_TABLE_NAME"),
+            alert_topic_arn=required(env, "ALERT_TOPIC_ARN"),
+            thresholds_parameter_name=required(env, "THRESHOLDS_PARAMETER_NAME"),
+            reading_ttl=timedelta(days=positive_int(env, "READING_TTL_DAYS")),
+            aggregate_ttl=timedelta(days=positive_int(env, "AGGREGATE_TTL_DAYS")),
+            dynamodb_max_attempts=positive_int(env, "DYNAMODB_MAX_ATTEMPTS"),
         )
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "")
-    if not value:
-        raise ValueError(f"environment variable {name} is required")
-    return value
-
-
-def _positive_int(env: Mapping[str, str], name: str) -> int:
-    value = _required(env, name)
-    if not (value.isascii() and value.isdigit() and int(value) > 0):
-        raise ValueError(f"{name} is {value!r}; set it to a positive integer")
-    return int(value)
 
 
 def expires_at(epoch_seconds: int, ttl: timedelta) -> int:

@@ -40,6 +40,7 @@ from readings import (
     rds,
 )
 from readings.ownership import RedisSettings, Registry, SharedRedis, Unavailable
+from readings.settings import boolean, port, required
 from redis import Redis, RedisCluster
 
 DEFAULT_LIMIT = 100
@@ -85,43 +86,18 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         return cls(
-            raw_table_name=_required(env, "RAW_TABLE_NAME"),
+            raw_table_name=required(env, "RAW_TABLE_NAME"),
             redis=RedisSettings.from_env(env),
             database=DatabaseSettings(
-                host=_required(env, "DATABASE_HOST"),
-                port=_port(env, "DATABASE_PORT", default=5432),
-                name=_required(env, "DATABASE_NAME"),
-                user=_required(env, "DATABASE_USER"),
+                host=required(env, "DATABASE_HOST"),
+                port=port(env, "DATABASE_PORT", default=5432),
+                name=required(env, "DATABASE_NAME"),
+                user=required(env, "DATABASE_USER"),
                 password=env.get("DATABASE_PASSWORD") or None,
-                tls=_boolean(env, "DATABASE_TLS", default=True),
-                region=_required(env, "AWS_REGION"),
+                tls=boolean(env, "DATABASE_TLS", default=True),
+                region=required(env, "AWS_REGION"),
             ),
         )
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "")
-    if not value:
-        raise ValueError(f"environment variable {name} is required")
-    return value
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "")
-    if not value:
-        return default
-    if not (value.isascii() and value.isdigit() and 0 < int(value) < 65536):
-        raise ValueError(f"{name} is {value!r}; set it to a port number")
-    return int(value)
-
-
-def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
-    value = env.get(name, "").lower()
-    if not value:
-        return default
-    if value not in ("true", "false"):
-        raise ValueError(f"{name} is {env[name]!r}; set it to true or false")
-    return value == "true"
 
 
 @dataclass(frozen=True)

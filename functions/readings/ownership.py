@@ -31,6 +31,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
 from redis.retry import Retry
 
+from readings.settings import boolean, port, required
+
 OWNERS_KEY = "{device-owners}"
 OWNERS_STAGING_KEY = "{device-owners}:next"
 OWNERS_PUBLISHED_KEY = "{device-owners}:published-at"
@@ -61,37 +63,12 @@ class RedisSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RedisSettings:
         return cls(
-            host=_required(env, "REDIS_HOST"),
-            port=_port(env, "REDIS_PORT", default=6379),
-            tls=_boolean(env, "REDIS_TLS", default=True),
-            cluster=_boolean(env, "REDIS_CLUSTER", default=True),
-            auth_token_secret_arn=_required(env, "REDIS_AUTH_TOKEN_SECRET_ARN"),
+            host=required(env, "REDIS_HOST"),
+            port=port(env, "REDIS_PORT", default=6379),
+            tls=boolean(env, "REDIS_TLS", default=True),
+            cluster=boolean(env, "REDIS_CLUSTER", default=True),
+            auth_token_secret_arn=required(env, "REDIS_AUTH_TOKEN_SECRET_ARN"),
         )
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "")
-    if not value:
-        raise ValueError(f"environment variable {name} is required")
-    return value
-
-
-def _port(env: Mapping[str, str], name: str, default: int) -> int:
-    value = env.get(name, "")
-    if not value:
-        return default
-    if not (value.isascii() and value.isdigit() and 0 < int(value) < 65536):
-        raise ValueError(f"{name} is {value!r}; set it to a port number")
-    return int(value)
-
-
-def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
-    value = env.get(name, "").lower()
-    if not value:
-        return default
-    if value not in ("true", "false"):
-        raise ValueError(f"{name} is {env[name]!r}; set it to true or false")
-    return value == "true"
 
 
 class Unavailable(Exception):

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from readings.settings import boolean, positive_int, required
+
 
 @dataclass(frozen=True)
 class DatabaseConfig:
@@ -29,12 +31,12 @@ class DatabaseConfig:
         cls, env: Mapping[str, str], *, user_variable: str, password_variable: str
     ) -> DatabaseConfig:
         config = cls(
-            host=_required(env, "DATABASE_HOST"),
-            port=_whole_number(env, "DATABASE_PORT", default=5432),
-            name=_required(env, "DATABASE_NAME"),
-            user=_required(env, user_variable),
+            host=required(env, "DATABASE_HOST"),
+            port=positive_int(env, "DATABASE_PORT", default=5432),
+            name=required(env, "DATABASE_NAME"),
+            user=required(env, user_variable),
             password=env.get(password_variable) or None,
-            tls=_boolean(env, "DATABASE_TLS", default=True),
+            tls=boolean(env, "DATABASE_TLS", default=True),
             region=env.get("AWS_REGION", ""),
         )
         if (config.tls or config.password is None) and not config.region:
@@ -46,7 +48,7 @@ class DatabaseConfig:
     @classmethod
     def admin_from_env(cls, env: Mapping[str, str]) -> DatabaseConfig:
         """The admin user's (migrations, device registration): RDS's master user, with its password."""
-        _required(env, "DATABASE_ADMIN_PASSWORD")
+        required(env, "DATABASE_ADMIN_PASSWORD")
         return cls.from_env(
             env, user_variable="DATABASE_ADMIN_USER", password_variable="DATABASE_ADMIN_PASSWORD"
         )
@@ -71,19 +73,19 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         config = cls(
-            stream_name=_required(env, "STREAM_NAME"),
-            redis_host=_required(env, "REDIS_HOST"),
-            redis_port=_whole_number(env, "REDIS_PORT", default=6379),
-            redis_tls=_boolean(env, "REDIS_TLS", default=True),
-            redis_cluster=_boolean(env, "REDIS_CLUSTER", default=True),
+            stream_name=required(env, "STREAM_NAME"),
+            redis_host=required(env, "REDIS_HOST"),
+            redis_port=positive_int(env, "REDIS_PORT", default=6379),
+            redis_tls=boolean(env, "REDIS_TLS", default=True),
+            redis_cluster=boolean(env, "REDIS_CLUSTER", default=True),
             redis_auth_token=env.get("REDIS_AUTH_TOKEN") or None,
-            lease_timeout_seconds=_whole_number(env, "LEASE_TIMEOUT_SECONDS", default=30),
-            lease_heartbeat_seconds=_whole_number(env, "LEASE_HEARTBEAT_SECONDS", default=5),
+            lease_timeout_seconds=positive_int(env, "LEASE_TIMEOUT_SECONDS", default=30),
+            lease_heartbeat_seconds=positive_int(env, "LEASE_HEARTBEAT_SECONDS", default=5),
             database=DatabaseConfig.from_env(
                 env, user_variable="DATABASE_USER", password_variable="DATABASE_PASSWORD"
             ),
-            archive_dir=Path(_required(env, "ARCHIVE_DIR")),
-            stream_retention_hours=_whole_number(env, "STREAM_RETENTION_HOURS"),
+            archive_dir=Path(required(env, "ARCHIVE_DIR")),
+            stream_retention_hours=positive_int(env, "STREAM_RETENTION_HOURS"),
         )
         if 3 * config.lease_heartbeat_seconds > config.lease_timeout_seconds:
             raise ValueError(
@@ -91,30 +93,3 @@ class Config:
                 "worker keeps its leases through two missed heartbeats"
             )
         return config
-
-
-def _required(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "")
-    if not value:
-        raise ValueError(f"environment variable {name} is required")
-    return value
-
-
-def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
-    value = env.get(name, "").lower()
-    if not value:
-        return default
-    if value not in ("true", "false"):
-        raise ValueError(f"{name} is {env[name]!r}; set it to true or false")
-    return value == "true"
-
-
-def _whole_number(env: Mapping[str, str], name: str, default: int | None = None) -> int:
-    value = env.get(name, "")
-    if not value:
-        if default is None:
-            raise ValueError(f"environment variable {name} is required")
-        return default
-    if not (value.isascii() and value.isdigit() and int(value) > 0):
-        raise ValueError(f"{name} is {value!r}; set it to a positive whole number")
-    return int(value)

@@ -60,7 +60,7 @@ class LocalEnvironment:
         return variant
 
 
-SUFFIX = "e2e"
+SUFFIX = "pr-e2e"  # named as the pull requests' environments, whose scan exceptions it shares
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLI = PROJECT_ROOT / "node_modules" / ".bin" / "cdktf"
 DEPLOY_SECONDS = 900
