@@ -98,8 +98,9 @@ bootstrap: .venv/.synced
 	$(PIPENV) run python -m tools.bootstrap $(ENV)
 
 ## Apply the PostgreSQL migrations of a deployed ENV (dev|staging|prod|<suffix>) from outputs/<ENV>.json: runs
-## its admin task once on ECS (python -m stream_worker.migrate) and prints its exit code and logs. Re-running
-## changes nothing. Devices are registered with `python -m tools.devices register --env ENV --client ...`.
+## its admin task once on ECS (python -m stream_worker.migrate) and prints its exit code and logs; for ENV=local
+## (the default) the same command runs here, against the PostgreSQL `make deploy` started. Re-running changes
+## nothing. Devices are registered with `python -m tools.devices register --env ENV --client ...`.
 .PHONY: migrate
 migrate: .venv/.synced
 	$(PIPENV) run python -m tools.migrate --env $(ENV)

@@ -8,11 +8,14 @@ unless it exited 0. The outputs file is the one `cdktf deploy --outputs-file out
 caller's AWS credentials need ecs:RunTask, ecs:DescribeTasks, ecs:DescribeTaskDefinition, iam:PassRole on the
 task's roles, and logs:GetLogEvents.
 
-tools.devices runs the same task with another command.
+tools.devices runs the same task with another command. An environment on the emulator (local, or a short-lived
+one that `make deploy ENV=...` deployed there) runs no containers: there the command runs as a process of this
+machine, against the local PostgreSQL that `make deploy` started.
 """
 
 import argparse
 import os
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,11 +24,16 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
+from iot_constructs.database import DATABASE_NAME
 from stacks.config import ConfigError
 from tools.local.round_trip import load_outputs
+from tools.local.servers import running_stores
 from tools.verify import configuration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FUNCTIONS_DIR = PROJECT_ROOT / "functions"
+# The admin task definition's own command.
+MIGRATE_COMMAND = ("python", "-m", "stream_worker.migrate")
 # The task pulls the image, waits for the database and exits: minutes at most.
 WAIT_DELAY_SECONDS = 6
 WAIT_MAX_ATTEMPTS = 100
@@ -105,20 +113,40 @@ def print_logs(session: Any, container: Mapping[str, Any], task_arn: str) -> Non
         print(f"  {event['message']}")
 
 
+def run_locally(environment: str, command: Sequence[str]) -> int:
+    """The admin command as a process of this machine, against the local PostgreSQL that `make deploy`
+    started for the environment on the emulator (which runs no containers)."""
+    stores = running_stores()
+    if not stores:
+        print(
+            f"error: the local data stores are not running: `make deploy ENV={environment}` starts them",
+            file=sys.stderr,
+        )
+        return 2
+    stores.create_database(DATABASE_NAME)
+    finished = subprocess.run(
+        [sys.executable, *command[1:]],  # python -m stream_worker.<...>, as in the image
+        cwd=FUNCTIONS_DIR,
+        env={**os.environ, **stores.admin_environment(DATABASE_NAME), "PYTHONDONTWRITEBYTECODE": "1"},
+        check=False,
+    )
+    return 0 if finished.returncode == 0 else 1
+
+
 def run(environment: str, outputs_path: Path | None, command: Sequence[str] | None) -> int:
     """The admin task of `environment`, from its outputs file; the exit status for the command line."""
     path = outputs_path or PROJECT_ROOT / "outputs" / f"{environment}.json"
     try:
         config = configuration(environment, os.environ)
-        outputs = load_outputs(path)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if config.emulator_endpoint:
+        return run_locally(environment, command or MIGRATE_COMMAND)
+    try:
+        outputs = load_outputs(path)
     except (OSError, ValueError) as error:
         print(f"error: cannot read the outputs file {path}: {error}", file=sys.stderr)
-        return 2
-    if config.emulator_endpoint:
-        print(f"error: {environment} runs on the emulator, which runs no containers", file=sys.stderr)
         return 2
     session = boto3.Session(region_name=outputs["admin_task_definition_arn"].split(":")[3])
     try:

@@ -33,7 +33,7 @@ from tools.local.emulator import Emulator, EmulatorError, start
 from tools.local.plan_review import review
 from tools.local.round_trip import RoundTripError, round_trip
 from tools.local.security_scan import ScanError
-from tools.local.servers import LocalStores
+from tools.local.servers import STORES_STATE, LocalStores, running_stores
 from tools.local.terraform import Terraform, TerraformError
 from tools.terraform import terraform_environ
 
@@ -42,7 +42,6 @@ OUTDIR = PROJECT_ROOT / "cdktf.out"
 OUTPUTS_DIR = PROJECT_ROOT / "outputs"
 EMULATOR_STATE = PROJECT_ROOT / ".cache" / "local" / "emulator.json"
 EMULATOR_LOG = EMULATOR_STATE.with_name("moto.log")
-STORES_STATE = EMULATOR_STATE.with_name("stores.json")
 
 
 def deploy(name: str) -> None:
@@ -157,14 +156,6 @@ def start_emulator() -> Emulator:
         file=sys.stderr,
     )
     return emulator
-
-
-def running_stores() -> LocalStores | None:
-    """The local stores an earlier deploy started, if they still run."""
-    if not STORES_STATE.exists():
-        return None
-    stores = LocalStores.from_json(STORES_STATE.read_text())
-    return stores if stores.answers() else None
 
 
 def start_stores() -> LocalStores:

@@ -30,10 +30,9 @@ from typing import Any
 
 import boto3
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from tools.local.emulator import CREDENTIALS
-from tools.local.servers import LocalStores
+from tools.local.servers import PASSWORD, LocalStores
 
 FUNCTIONS_DIR = Path(__file__).resolve().parents[2] / "functions"
 # The functions run here as in their zips: handler.py beside the shared readings package.
@@ -54,9 +53,6 @@ STREAM_WAIT_SECONDS = 30
 WORKER_WAIT_SECONDS = 60
 POLL_SECONDS = 0.5  # Kinesis allows 5 GetRecords calls per second and shard
 BREACHING_TEMPERATURE = 85  # above the initial threshold (80), so the alert path runs too
-ADMIN_USER = "postgres"  # the local server's superuser, in the role of RDS's master user
-# The local server trusts every local login: the application users' password is never checked.
-LOCAL_PASSWORD = "trusted-locally"
 
 
 class RoundTripError(AssertionError):
@@ -164,10 +160,8 @@ def round_trip(
         client_id = outputs["api_key_id"]
 
         database = _database_name(aws, outputs)
-        admin = make_conninfo(
-            host=stores.postgres.host, port=stores.postgres.port, dbname=database, user=ADMIN_USER
-        )
-        _create_database(stores, database)
+        stores.create_database(database)
+        admin = stores.conninfo(database)
         migrate(admin)
         register(admin, client_id, device_ids)
         with _token_secret(aws, run, stores) as secret_arn, _worker(aws, outputs, stores) as worker:
@@ -227,20 +221,10 @@ def round_trip(
 
 def _database_name(aws: boto3.Session, outputs: Mapping[str, Any]) -> str:
     """The database the deployed query function reads (DATABASE_NAME)."""
-    configuration = aws.client("lambda").get_function_configuration(
-        FunctionName=outputs["query_function_name"]
-    )
+    function = outputs["query_function_name"]
+    configuration = aws.client("lambda").get_function_configuration(FunctionName=function)
     name: str = configuration["Environment"]["Variables"]["DATABASE_NAME"]
     return name
-
-
-def _create_database(stores: LocalStores, name: str) -> None:
-    server = make_conninfo(
-        host=stores.postgres.host, port=stores.postgres.port, dbname="postgres", user=ADMIN_USER
-    )
-    with psycopg.connect(server, autocommit=True) as connection:
-        if not connection.execute("SELECT FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            connection.execute(f'CREATE DATABASE "{name}"'.encode())
 
 
 def _redis_settings(stores: LocalStores) -> dict[str, str]:
@@ -259,7 +243,7 @@ def _database_settings(stores: LocalStores) -> dict[str, str]:
     return {
         "DATABASE_HOST": stores.postgres.host,
         "DATABASE_PORT": str(stores.postgres.port),
-        "DATABASE_PASSWORD": LOCAL_PASSWORD,
+        "DATABASE_PASSWORD": PASSWORD,
         "DATABASE_TLS": "false",
     }
 

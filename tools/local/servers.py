@@ -21,9 +21,15 @@ from pathlib import Path
 
 import psycopg
 import redis
+from psycopg.conninfo import make_conninfo
 
 START_SECONDS = 30
 LOOPBACK = "127.0.0.1"
+# Where `make deploy` records the stores it started, for later commands (make migrate, make destroy, ...).
+STORES_STATE = Path(__file__).resolve().parents[2] / ".cache" / "local" / "stores.json"
+ADMIN_USER = "postgres"  # the server's superuser, in the role of RDS's master user
+# The server trusts every local login: no password is checked.
+PASSWORD = "trusted-locally"
 
 
 def free_port() -> int:
@@ -164,6 +170,30 @@ class LocalStores:
             Path(fields["archive_dir"]),
         )
 
+    def create_database(self, name: str) -> None:
+        """Creates the database `name` unless it exists."""
+        with psycopg.connect(self.conninfo("postgres"), autocommit=True) as connection:
+            if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                connection.execute(f'CREATE DATABASE "{name}"'.encode())
+
+    def conninfo(self, database: str) -> str:
+        """The admin user's connection to `database`."""
+        return make_conninfo(
+            host=self.postgres.host, port=self.postgres.port, dbname=database, user=ADMIN_USER
+        )
+
+    def admin_environment(self, database: str) -> dict[str, str]:
+        """The variables of the admin container's commands (stream_worker.migrate, stream_worker.devices):
+        a password login without TLS, where RDS has its master secret and verified TLS."""
+        return {
+            "DATABASE_HOST": self.postgres.host,
+            "DATABASE_PORT": str(self.postgres.port),
+            "DATABASE_NAME": database,
+            "DATABASE_ADMIN_USER": ADMIN_USER,
+            "DATABASE_ADMIN_PASSWORD": PASSWORD,
+            "DATABASE_TLS": "false",
+        }
+
     def redis(self) -> redis.Redis:
         return redis.Redis(port=self.redis_port, password=self.redis_password, socket_timeout=5)
 
@@ -176,13 +206,15 @@ class LocalStores:
         finally:
             client.close()
         try:
-            with psycopg.connect(
-                host=self.postgres.host,
-                port=self.postgres.port,
-                dbname="postgres",
-                user="postgres",
-                connect_timeout=2,
-            ):
+            with psycopg.connect(self.conninfo("postgres"), connect_timeout=2):
                 return True
         except psycopg.OperationalError:
             return False
+
+
+def running_stores() -> LocalStores | None:
+    """The local stores `make deploy` started, if they still run."""
+    if not STORES_STATE.exists():
+        return None
+    stores = LocalStores.from_json(STORES_STATE.read_text())
+    return stores if stores.answers() else None
