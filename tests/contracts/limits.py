@@ -17,6 +17,8 @@ from typing import Any
 
 import readings
 
+from iot_constructs.stream import PACKED_READING_BYTES, PARTITION_KEY_LENGTH
+from stacks.config import PROD_LOAD
 from tests.contracts.stack_model import (
     Body,
     Stack,
@@ -314,6 +316,24 @@ def stream_records_link(stack: Stack) -> Link:
     )
 
 
+def stream_typical_link(stack: Stack) -> Link:
+    """The stream's write capacity takes the stage's whole rate of requests of the size the platform is
+    sized for (stacks.config.PROD_LOAD: readings per request, PACKED_READING_BYTES each), in records and in
+    bytes. (The largest requests at the stage's whole rate are the two links before and after: reported.)"""
+    rate, _ = stage_throttle(stack)
+    batch = PROD_LOAD.readings_per_request
+    records = rate * math.ceil(batch * PACKED_READING_BYTES / readings.MAX_RECORD_BYTES)
+    data = rate * batch * PACKED_READING_BYTES + records * PARTITION_KEY_LENGTH
+    records_capacity, bytes_capacity, stream = stream_capacity(stack)
+    return Link(
+        "stream at the sized request",
+        f"the stream ({stream}) takes {records_capacity} records/s and {bytes_capacity} bytes/s",
+        f"{rate:g} requests/s x {batch} readings of {PACKED_READING_BYTES} bytes = {records:.0f} records/s, "
+        f"{data:.0f} bytes/s",
+        records <= records_capacity and data <= bytes_capacity,
+    )
+
+
 def stream_bytes_link(stack: Stack) -> Link:
     """The stream's write capacity in bytes takes the stage's rate of full-size bodies: rate x MAX_BODY_BYTES
     (a record carries about its readings' bytes)."""
@@ -517,6 +537,7 @@ LINKS: tuple[Callable[[Stack], Link], ...] = (
     retries_link,
     retention_link,
     stream_records_link,
+    stream_typical_link,
     stream_bytes_link,
     record_size_link,
     item_size_link,

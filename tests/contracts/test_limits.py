@@ -34,6 +34,10 @@ def test_api_gateway_waits_as_long_as_the_functions_behind_it_may_run(stack: dic
     assert_holds(stack, limits.integration_timeout_link(stack))
 
 
+def test_the_stream_takes_the_stage_rate_of_requests_of_the_sized_size(stack: dict[str, Any]) -> None:
+    assert_holds(stack, limits.stream_typical_link(stack))
+
+
 def test_every_retry_of_a_batch_fits_within_the_mappings_maximum_record_age(stack: dict[str, Any]) -> None:
     assert_holds(stack, limits.retries_link(stack))
 
