@@ -51,16 +51,16 @@ import boto3
 import psycopg
 import redis
 from moto import mock_aws
-from psycopg.conninfo import make_conninfo
 
 from stacks.config import environment
 from tools.local.round_trip import kinesis_event
-from tools.local.servers import LocalStores
+from tools.local.servers import LOOPBACK, PASSWORD, LocalStores
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
 # As in each function's zip and the worker's image: the shared readings package beside the handlers.
 sys.path.insert(0, str(FUNCTIONS))
 DEVICES = 250
+CLIENT_ID = "benchclient"  # the API key id that owns the bench's devices
 READINGS = 5000
 REQUEST_SIZES = (1, 10, 100, 500)
 CONSUMED_REQUEST_SIZE = 500
@@ -279,7 +279,13 @@ def workload() -> list[dict[str, Any]]:
 def post(ingest: ModuleType, readings: list[dict[str, Any]], request_size: int, context: Context) -> None:
     for start in range(0, len(readings), request_size):
         body = json.dumps(readings[start : start + request_size])
-        event = {"httpMethod": "POST", "path": "/v1/readings", "headers": HEADERS, "body": body}
+        event = {
+            "httpMethod": "POST",
+            "path": "/v1/readings",
+            "headers": HEADERS,
+            "body": body,
+            "requestContext": {"identity": {"apiKeyId": CLIENT_ID}},
+        }
         response = ingest.handler(event, context)
         assert response["statusCode"] == 202, response["body"]
 
@@ -369,31 +375,55 @@ def measure_processor(meter: CallMeter, stream: str, readings: int) -> None:
 
 
 @contextmanager
-def worker_stores() -> Iterator[dict[str, str]]:
-    """A migrated PostgreSQL database, a redis-server and an archive directory (tools.local.servers, as the
-    local round trip uses them), in a temporary directory; yields the worker's variables for them."""
-    directory = Path(tempfile.mkdtemp(prefix="bench-worker-"))
+def local_stores() -> Iterator[LocalStores]:
+    """PostgreSQL and redis-server (tools.local.servers, as the local round trip uses them), in a temporary
+    directory."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-stores-"))
     stores = LocalStores.start(directory)
     try:
-        admin = make_conninfo(host=stores.postgres.host, port=stores.postgres.port, user="postgres")
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute("CREATE DATABASE bench")
-        migrate = importlib.import_module("stream_worker.migrate")
-        migrate.migrate(make_conninfo(admin, dbname="bench"))
-        yield {
-            "DATABASE_HOST": stores.postgres.host,
-            "DATABASE_PORT": str(stores.postgres.port),
-            "DATABASE_NAME": "bench",
-            "DATABASE_USER": "iot_worker",
-            "DATABASE_PASSWORD": "trusted-locally",
-            "DATABASE_TLS": "false",
-            "REDIS_PORT": str(stores.redis_port),
-            "REDIS_AUTH_TOKEN": stores.redis_password,
-            "ARCHIVE_DIR": str(stores.archive_dir),
-        }
+        yield stores
     finally:
         stores.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def registry(stores: LocalStores, device_ids: set[str]) -> dict[str, str]:
+    """The owners map as the worker publishes it, the bench's devices registered to CLIENT_ID; returns
+    ingest's Redis settings, with the AUTH token in a (moto) secret as ElastiCache's is."""
+    secret = boto3.client("secretsmanager").create_secret(
+        Name="bench-redis-auth-token", SecretString=json.dumps({"auth_token": stores.redis_password})
+    )
+    ownership = importlib.import_module("readings.ownership")
+    client = stores.redis()
+    client.hset(ownership.OWNERS_KEY, mapping=dict.fromkeys(device_ids, CLIENT_ID))
+    client.set(ownership.OWNERS_PUBLISHED_KEY, int(time.time()), ex=ownership.OWNERS_STALE_SECONDS)
+    client.close()
+    return {
+        "REDIS_HOST": LOOPBACK,
+        "REDIS_PORT": str(stores.redis_port),
+        "REDIS_TLS": "false",
+        "REDIS_CLUSTER": "false",
+        "REDIS_AUTH_TOKEN_SECRET_ARN": secret["ARN"],
+    }
+
+
+@contextmanager
+def worker_stores(stores: LocalStores) -> Iterator[dict[str, str]]:
+    """A migrated database on `stores`' PostgreSQL, their redis-server and an archive directory; yields the
+    worker's variables for them."""
+    stores.create_database("bench")
+    importlib.import_module("stream_worker.migrate").migrate(stores.conninfo("bench"))
+    yield {
+        "DATABASE_HOST": stores.postgres.host,
+        "DATABASE_PORT": str(stores.postgres.port),
+        "DATABASE_NAME": "bench",
+        "DATABASE_USER": "iot_worker",
+        "DATABASE_PASSWORD": PASSWORD,
+        "DATABASE_TLS": "false",
+        "REDIS_PORT": str(stores.redis_port),
+        "REDIS_AUTH_TOKEN": stores.redis_password,
+        "ARCHIVE_DIR": str(stores.archive_dir),
+    }
 
 
 @dataclass
@@ -417,7 +447,7 @@ class StatementMeter:
             psycopg.AsyncCursor.execute = execute  # type: ignore[method-assign]
 
 
-def measure_worker(stream: str, readings: int) -> None:
+def measure_worker(stores: LocalStores, stream: str, readings: int) -> None:
     worker = importlib.import_module("stream_worker.worker")
     config_module = importlib.import_module("stream_worker.config")
     database = importlib.import_module("stream_worker.database")
@@ -453,7 +483,7 @@ def measure_worker(stream: str, readings: int) -> None:
                 print(f"  throughput (PostgreSQL, archive, Redis): {readings / seconds:,.0f} readings/s")
             await client.aclose()
 
-    with worker_stores() as variables:
+    with worker_stores(stores) as variables:
         asyncio.run(deliver(variables))
 
 
@@ -519,7 +549,7 @@ def monthly_cost(ingest: IngestFigures, processor: ProcessorFigures) -> dict[str
 def main() -> None:
     os.environ.update(ENVIRONMENT)
     sys.dont_write_bytecode = True  # no __pycache__ in functions/: each directory is packaged as it is
-    with mock_aws():
+    with local_stores() as stores, mock_aws():
         boto3.setup_default_session()
         meter = CallMeter()
         # Clients copy the session's hooks when created, so the hooks go in before the handlers load.
@@ -527,6 +557,7 @@ def main() -> None:
         boto3.DEFAULT_SESSION.events.register("after-call", meter.after_call)
         create_alerting()
         readings = workload()
+        os.environ.update(registry(stores, {reading["device_id"] for reading in readings}))
 
         print(f"Stream capacity: {READINGS:,} readings posted to ingest, per request size")
         print("  request size | records | bytes | PutRecords calls | PUT payload units (per 1,000 readings)")
@@ -540,7 +571,7 @@ def main() -> None:
             )
 
         measure_processor(meter, f"readings-{CONSUMED_REQUEST_SIZE}", READINGS)
-        measure_worker(f"readings-{CONSUMED_REQUEST_SIZE}", READINGS)
+        measure_worker(stores, f"readings-{CONSUMED_REQUEST_SIZE}", READINGS)
 
         print(
             f"Monthly cost of {READINGS_A_DAY:,} readings a day at prod sizing, by request size "
