@@ -36,7 +36,7 @@ def test_on_the_emulator_the_admin_commands_run_here_against_the_local_stores(
     """The emulator runs no containers: make migrate and tools.devices run the admin container's commands as
     processes of this machine, against the PostgreSQL that `make deploy` started."""
     directory = Path(tempfile.mkdtemp(prefix="tools-stores-"))  # pgserver's user must reach it
-    stores = servers.LocalStores.start(directory)
+    stores = servers.LocalStores.start(directory / "stores")  # new, as make deploy's is the first time
     try:
         state = directory / "stores.json"
         state.write_text(stores.to_json())

@@ -136,6 +136,7 @@ class LocalStores:
     @classmethod
     def start(cls, directory: Path) -> LocalStores:
         """Starts both servers, keeping their data under `directory`; they run until `stop`."""
+        directory.mkdir(parents=True, exist_ok=True)
         postgres = start_postgres(directory / "postgres", free_port())
         password = secrets.token_urlsafe(24)
         port = free_port()
