@@ -34,9 +34,7 @@ import io
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -54,7 +52,7 @@ from moto import mock_aws
 
 from stacks.config import environment
 from tools.local.round_trip import kinesis_event
-from tools.local.servers import LOOPBACK, PASSWORD, LocalStores
+from tools.local.servers import LOOPBACK, PASSWORD, LocalStores, temporary_stores
 
 FUNCTIONS = Path(__file__).resolve().parent.parent / "functions"
 # As in each function's zip and the worker's image: the shared readings package beside the handlers.
@@ -374,19 +372,6 @@ def measure_processor(meter: CallMeter, stream: str, readings: int) -> None:
         print(f"  throughput of its own work: {readings / processed.own_seconds:,.0f} readings/s")
 
 
-@contextmanager
-def local_stores() -> Iterator[LocalStores]:
-    """PostgreSQL and redis-server (tools.local.servers, as the local round trip uses them), in a temporary
-    directory."""
-    directory = Path(tempfile.mkdtemp(prefix="bench-stores-"))
-    stores = LocalStores.start(directory)
-    try:
-        yield stores
-    finally:
-        stores.stop()
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 def registry(stores: LocalStores, device_ids: set[str]) -> dict[str, str]:
     """The owners map as the worker publishes it, the bench's devices registered to CLIENT_ID; returns
     ingest's Redis settings, with the AUTH token in a (moto) secret as ElastiCache's is."""
@@ -549,7 +534,7 @@ def monthly_cost(ingest: IngestFigures, processor: ProcessorFigures) -> dict[str
 def main() -> None:
     os.environ.update(ENVIRONMENT)
     sys.dont_write_bytecode = True  # no __pycache__ in functions/: each directory is packaged as it is
-    with local_stores() as stores, mock_aws():
+    with temporary_stores("bench-stores-") as stores, mock_aws():
         boto3.setup_default_session()
         meter = CallMeter()
         # Clients copy the session's hooks when created, so the hooks go in before the handlers load.

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 from stacks.config import EnvironmentConfig, short_lived_environment
 from tests.conftest import require
 from tools.local.emulator import Emulator, start
-from tools.local.servers import LocalStores
+from tools.local.servers import LocalStores, temporary_stores
 from tools.local.terraform import Terraform
 from tools.terraform import terraform_environ
 
@@ -109,13 +108,6 @@ def local_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
 
 @pytest.fixture(scope="session")
 def local_stores() -> Iterator[LocalStores]:
-    """PostgreSQL and redis-server for the worker and the functions, as `make deploy` starts them. Not under
-    pytest's temporary directory: run as root, pgserver runs PostgreSQL as a user of its own, which must reach
-    the data directory, and pytest keeps its directories to their owner."""
-    directory = Path(tempfile.mkdtemp(prefix="local-stores-"))
-    stores = LocalStores.start(directory)
-    try:
+    """PostgreSQL and redis-server for the worker and the functions, as `make deploy` starts them."""
+    with temporary_stores("local-stores-") as stores:
         yield stores
-    finally:
-        stores.stop()
-        shutil.rmtree(directory, ignore_errors=True)

@@ -2,8 +2,6 @@
 admin commands locally for an environment on the emulator. (Running the admin task itself needs ECS: moto's
 Fargate run_task fails on its own network interfaces.)"""
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import psycopg
@@ -35,10 +33,9 @@ def test_on_the_emulator_the_admin_commands_run_here_against_the_local_stores(
 ) -> None:
     """The emulator runs no containers: make migrate and tools.devices run the admin container's commands as
     processes of this machine, against the PostgreSQL that `make deploy` started."""
-    directory = Path(tempfile.mkdtemp(prefix="tools-stores-"))  # pgserver's user must reach it
-    stores = servers.LocalStores.start(directory / "stores")  # new, as make deploy's is the first time
-    try:
-        state = directory / "stores.json"
+    # A new directory, as make deploy's is the first time.
+    with servers.temporary_stores("tools-stores-") as stores:
+        state = stores.archive_dir.parent / "stores.json"
         state.write_text(stores.to_json())
         monkeypatch.setattr(servers, "STORES_STATE", state)
         assert migrate.main(["--env", "local"]) == 0
@@ -49,6 +46,3 @@ def test_on_the_emulator_the_admin_commands_run_here_against_the_local_stores(
             assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [("0001",)]
             owners = connection.execute("SELECT device_id, client_id FROM devices").fetchall()
         assert owners == [("device-1", "abc123")]
-    finally:
-        stores.stop()
-        shutil.rmtree(directory, ignore_errors=True)

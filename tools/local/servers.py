@@ -12,10 +12,14 @@ import importlib.util
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -219,3 +223,17 @@ def running_stores() -> LocalStores | None:
         return None
     stores = LocalStores.from_json(STORES_STATE.read_text())
     return stores if stores.answers() else None
+
+
+@contextmanager
+def temporary_stores(prefix: str) -> Iterator[LocalStores]:
+    """Local stores in a new temporary directory, stopped and removed at the end. Not under pytest's temporary
+    directories: run as root, pgserver runs PostgreSQL as a user of its own, which must reach the data
+    directory, and pytest keeps its directories to their owner."""
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    stores = LocalStores.start(directory / "stores")
+    try:
+        yield stores
+    finally:
+        stores.stop()
+        shutil.rmtree(directory, ignore_errors=True)
