@@ -22,3 +22,7 @@ class Account:
             partition=DataAwsPartition(stack, "partition").partition,
             region=DataAwsRegion(stack, "region").name,
         )
+
+    def arn(self, service: str, resource: str) -> str:
+        """The ARN of `resource` (for example "subnet/subnet-0abc") of regional `service` in this account."""
+        return f"arn:{self.partition}:{service}:{self.region}:{self.id}:{resource}"

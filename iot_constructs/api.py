@@ -291,7 +291,8 @@ class Api(Construct):
                 ingest,
                 {
                     "request_validator_id": validate_body.id,
-                    "request_models": {"application/json": readings_model.name},
+                    # Every content type, not only application/json, is validated against the model.
+                    "request_models": {"$default": readings_model.name},
                 },
             ),
             device_route("readings", ("from", "to", "limit", "next_token")),

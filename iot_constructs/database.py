@@ -275,10 +275,7 @@ class Database(Construct):
         """Let `grantee` log in as the database user `user` with IAM authentication tokens, and as no other.
 
         Tokens are signed locally: rds-db:connect is checked when PostgreSQL receives one, never called."""
-        account = self._account
-        user_arn = (
-            f"arn:{account.partition}:rds-db:{account.region}:{account.id}:dbuser:{self._resource_id}/{user}"
-        )
+        user_arn = self._account.arn("rds-db", f"dbuser:{self._resource_id}/{user}")
         return grant(self, grantee, f"connect-postgres-as-{user}", allow(["rds-db:connect"], [user_arn]))
 
     def metric(self, name: str, statistic: str) -> Metric:

@@ -14,25 +14,43 @@ from cdktf_cdktf_provider_aws.lambda_function import (
 )
 from constructs import Construct
 
+from iot_constructs.account import Account
 from iot_constructs.context import Context, Metric
-from iot_constructs.iam import allow, grant, service_role
+from iot_constructs.iam import Permission, allow, grant, service_role
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.network import Network
 from iot_constructs.packaging import package
 
 RUNTIME = "python3.11"
-# Creating, describing and deleting its network interfaces is how Lambda joins a VPC; EC2 cannot scope these
-# actions to resources that do not exist yet, so AWS requires "*" (as AWSLambdaVPCAccessExecutionRole does).
-VPC_ACCESS_ACTIONS = (
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:CreateNetworkInterface",
-    "ec2:DeleteNetworkInterface",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DescribeSubnets",
-    "ec2:UnassignPrivateIpAddresses",
-)
 # X-Ray has no resource-level permissions: AWS requires "*" (as in AWSXRayDaemonWriteAccess).
 TRACING_ACTIONS = ("xray:PutTelemetryRecords", "xray:PutTraceSegments")
+
+
+def vpc_access(account: Account, subnet_ids: list[str], security_group_id: str) -> tuple[Permission, ...]:
+    """What Lambda needs to join a function to the VPC, with the function's role: network interfaces in this
+    account and region, created only in `subnet_ids` with `security_group_id`; the Describe actions have no
+    resource-level permissions, so only they are on "*"
+    (https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions).
+
+    Resource ARNs, not condition keys (ec2:Vpc, ec2:Subnet): Lambda checks the role when it creates or updates
+    the function by asking whether CreateNetworkInterface is allowed on network-interface/*, without those
+    keys, and would refuse a role that needs them."""
+    interfaces = account.arn("ec2", "network-interface/*")
+    return (
+        allow(
+            ["ec2:CreateNetworkInterface"],
+            [
+                interfaces,
+                *(account.arn("ec2", f"subnet/{subnet_id}") for subnet_id in subnet_ids),
+                account.arn("ec2", f"security-group/{security_group_id}"),
+            ],
+        ),
+        allow(
+            ["ec2:AssignPrivateIpAddresses", "ec2:DeleteNetworkInterface", "ec2:UnassignPrivateIpAddresses"],
+            [interfaces],
+        ),
+        allow(["ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"], ["*"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -83,17 +101,17 @@ class Function(Construct):
         self.role: IamRole = service_role(
             self, "role", name=name, service="lambda.amazonaws.com", account=context.account
         ).role
+        self.security_group_id = network.compute_security_group(
+            self, name, "no inbound, HTTPS out to AWS APIs"
+        )
         grant(
             self,
             self,
             "run",
             allow(["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group.arn}:log-stream:*"]),
-            allow(VPC_ACCESS_ACTIONS, ["*"]),
+            *vpc_access(context.account, network.private_subnet_ids, self.security_group_id),
             allow(TRACING_ACTIONS, ["*"]),
             key.grant_decrypt(),
-        )
-        self.security_group_id = network.compute_security_group(
-            self, name, "no inbound, HTTPS out to AWS APIs"
         )
         code = TerraformAsset(
             self,

@@ -108,7 +108,7 @@ def _cloudwatch_logs_statement(account: Account) -> DataAwsIamPolicyDocumentStat
             DataAwsIamPolicyDocumentStatementCondition(
                 test="ArnLike",
                 variable="kms:EncryptionContext:aws:logs:arn",
-                values=[f"arn:{account.partition}:logs:{region}:{account.id}:log-group:*"],
+                values=[account.arn("logs", "log-group:*")],
             )
         ],
     )

@@ -42,7 +42,7 @@ QUERY_STRINGS = {
 }
 
 
-def test_post_validates_the_body_against_the_readings_model_and_get_its_parameters(
+def test_post_validates_the_body_of_every_content_type_against_the_readings_model_and_get_its_parameters(
     stack: dict[str, Any],
 ) -> None:
     post = one(stack, "aws_api_gateway_method", http_method="POST")
@@ -50,7 +50,7 @@ def test_post_validates_the_body_against_the_readings_model_and_get_its_paramete
     body_validator = validators[reference_target(post["request_validator_id"]).split(".")[1]]
     assert body_validator.get("validate_request_body") is True
     ((model_name, model),) = resources(stack, "aws_api_gateway_model").items()
-    assert post["request_models"] == {"application/json": f"${{aws_api_gateway_model.{model_name}.name}}"}
+    assert post["request_models"] == {"$default": f"${{aws_api_gateway_model.{model_name}.name}}"}
     assert json.loads(model["schema"]) == readings_request_schema(READING_SCHEMA)
     gets = get_methods(stack)
     assert set(gets) == set(QUERY_STRINGS)

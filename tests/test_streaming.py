@@ -16,9 +16,6 @@ from tests.synth_json import data, one, policy_statements, reference_target, res
 FUNCTIONS = ("ingest", "processor", "query")
 # The only statements allowed Resource "*": AWS offers no resource-level permissions for them.
 UNSCOPABLE_ACTIONS = {
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:CreateNetworkInterface",
-    "ec2:DeleteNetworkInterface",
     "ec2:DescribeNetworkInterfaces",
     "ec2:DescribeSubnets",
     "ec2:UnassignPrivateIpAddresses",

@@ -19,16 +19,26 @@ class Need:
 
 
 NEEDS: dict[str, Need] = {
-    "lambda-vpc": Need(
+    "lambda-vpc-interfaces": Need(
         "a function with vpc_config",
         (
             "ec2:CreateNetworkInterface",
-            "ec2:DescribeNetworkInterfaces",
-            "ec2:DescribeSubnets",
             "ec2:DeleteNetworkInterface",
             "ec2:AssignPrivateIpAddresses",
             "ec2:UnassignPrivateIpAddresses",
         ),
+        "its network interfaces (network-interface/*)",
+        "https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions",
+    ),
+    "lambda-vpc-placement": Need(
+        "a function with vpc_config",
+        ("ec2:CreateNetworkInterface",),
+        "its subnets and security groups",
+        "https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions",
+    ),
+    "lambda-vpc-describe": Need(
+        "a function with vpc_config",
+        ("ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets"),
         "*",
         "https://docs.aws.amazon.com/lambda/latest/dg/configuration-vpc.html#configuration-vpc-permissions",
     ),

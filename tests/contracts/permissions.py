@@ -183,8 +183,18 @@ def database_user_requirements(stack: Stack, who: str, setting: Any) -> tuple[li
 def function_requirements(stack: Stack, address: Address, function: Body) -> list[Requirement]:
     """What Lambda does with the function's role: interfaces, traces, logs, settings, event sources."""
     found = []
-    if function.get("vpc_config", {}).get("subnet_ids"):
-        found += _needs("lambda-vpc", "*")
+    vpc_config = function.get("vpc_config", {})
+    if vpc_config.get("subnet_ids"):
+        found += _needs("lambda-vpc-interfaces", build_arn(stack, "ec2", "network-interface/eni-of-lambda"))
+        for subnet in vpc_config["subnet_ids"]:
+            found += _needs(
+                "lambda-vpc-placement", build_arn(stack, "ec2", f"subnet/{interpolate(stack, subnet)}")
+            )
+        for group in vpc_config.get("security_group_ids", []):
+            found += _needs(
+                "lambda-vpc-placement", build_arn(stack, "ec2", f"security-group/{interpolate(stack, group)}")
+            )
+        found += _needs("lambda-vpc-describe", "*")
     if function.get("tracing_config", {}).get("mode") == "Active":
         found += _needs("lambda-tracing", "*")
     group = function.get("logging_config", {}).get("log_group") or f"/aws/lambda/{function['function_name']}"

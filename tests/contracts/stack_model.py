@@ -114,6 +114,8 @@ MASTER_SECRET_HOLDERS = {
     "aws_db_instance": ("db", "identifier"),
     "aws_rds_cluster": ("cluster", "cluster_identifier"),
 }
+# EC2 chooses these resources' ids: each stands as `<prefix>-<logical id>`.
+EC2_ID_PREFIXES = {"aws_subnet": "subnet", "aws_security_group": "sg", "aws_vpc": "vpc"}
 # The argument that names a resource of each kind the functions are told about.
 IDENTITY = {
     "aws_dynamodb_table": "name",
@@ -172,6 +174,8 @@ def attribute(stack: Stack, address: Address, name: str) -> str:
         # RDS names the secret it manages rds!db-<uuid> or rds!cluster-<uuid>.
         kind, identifier = MASTER_SECRET_HOLDERS[address.type]
         return build_arn(stack, "secretsmanager", f"secret:rds!{kind}-{resource[identifier]}-{SECRET_SUFFIX}")
+    if address.type in EC2_ID_PREFIXES and name == "id":
+        return f"{EC2_ID_PREFIXES[address.type]}-{address.name}"
     if address.type == "aws_ecr_repository" and name == "repository_url":
         return f"{ACCOUNT}.dkr.ecr.{region(stack)}.amazonaws.com/{resource['name']}"
     if isinstance(resource.get(name), str):
