@@ -1,13 +1,14 @@
-"""Where the platform keeps data: the readings tables, PostgreSQL, Redis and EFS."""
+"""Where the platform keeps data: the readings tables, PostgreSQL, Redis and EFS, and their backups."""
 
 from dataclasses import dataclass, field
 
 from constructs import Construct
 
+from iot_constructs.backup import Backup, BackupSettings
 from iot_constructs.cache import Cache, CacheSettings
 from iot_constructs.context import Context, export
 from iot_constructs.database import Database, DatabaseSettings
-from iot_constructs.file_system import FileSystem, FileSystemSettings
+from iot_constructs.file_system import FileSystem
 from iot_constructs.function import Function, FunctionSettings
 from iot_constructs.kms import EncryptionKey
 from iot_constructs.network import Network
@@ -19,9 +20,10 @@ class DataSettings:
     database: DatabaseSettings
     token_rotator: FunctionSettings
     """The function that rotates Redis's AUTH token."""
+    backup: BackupSettings | None
+    """AWS Backup's daily plan for the tables, PostgreSQL and EFS; None where it cannot run (the emulator)."""
     cache: CacheSettings | None = field(default_factory=CacheSettings)
     """None where Redis cannot run (the emulator)."""
-    file_system: FileSystemSettings = field(default_factory=FileSystemSettings)
 
 
 class Data:
@@ -71,9 +73,22 @@ class Data:
             key=key,
             protected=protected,
         )
-        self.file_system = FileSystem(
-            scope, "artefacts", settings.file_system, context=context, network=network, key=key
-        )
+        self.file_system = FileSystem(scope, "artefacts", context=context, network=network, key=key)
+        if settings.backup:
+            Backup(
+                scope,
+                "backup",
+                settings.backup,
+                context=context,
+                key=key,
+                resources=[
+                    self.readings.table_arn,
+                    self.aggregates.table_arn,
+                    self.database.arn,
+                    self.file_system.file_system_arn,
+                ],
+                protected=protected,
+            )
         self.cache: Cache | None = None
         if settings.cache:
             rotator = Function(

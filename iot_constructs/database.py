@@ -234,6 +234,7 @@ class Database(Construct):
                 **monitoring,
             )
         self.endpoint: str = cluster.endpoint
+        self.arn: str = cluster.arn
         self.master_secret_arn: str = cluster.master_user_secret.get(0).secret_arn
         self._resource_id: str = cluster.cluster_resource_id  # cluster-..., what IAM authentication names
 
@@ -264,6 +265,7 @@ class Database(Construct):
             **monitoring,
         )
         self.endpoint = instance.address
+        self.arn = instance.arn
         self.master_secret_arn = instance.master_user_secret.get(0).secret_arn
         self._resource_id = instance.resource_id  # db-..., what IAM authentication names
 

@@ -1,7 +1,5 @@
 """EFS for the worker's files."""
 
-from dataclasses import dataclass
-
 from cdktf_cdktf_provider_aws.data_aws_iam_policy_document import DataAwsIamPolicyDocument
 from cdktf_cdktf_provider_aws.efs_access_point import (
     EfsAccessPoint,
@@ -9,7 +7,6 @@ from cdktf_cdktf_provider_aws.efs_access_point import (
     EfsAccessPointRootDirectory,
     EfsAccessPointRootDirectoryCreationInfo,
 )
-from cdktf_cdktf_provider_aws.efs_backup_policy import EfsBackupPolicy, EfsBackupPolicyBackupPolicy
 from cdktf_cdktf_provider_aws.efs_file_system import EfsFileSystem, EfsFileSystemLifecyclePolicy
 from cdktf_cdktf_provider_aws.efs_file_system_policy import EfsFileSystemPolicy
 from cdktf_cdktf_provider_aws.efs_mount_target import EfsMountTarget
@@ -28,12 +25,6 @@ ROOT = "/iot-platform"
 MOUNT_ACTIONS = ("elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite")
 
 
-@dataclass(frozen=True)
-class FileSystemSettings:
-    automatic_backups: bool = True
-    """AWS Backup's daily backups of the file system. Default: on."""
-
-
 class FileSystem(Construct):
     """An EFS file system encrypted with `key`, reachable over TLS only through its access point, with a
     mount target in each isolated subnet, beside the other data stores."""
@@ -42,7 +33,6 @@ class FileSystem(Construct):
         self,
         scope: Construct,
         id: str,
-        settings: FileSystemSettings,
         *,
         context: Context,
         network: Network,
@@ -61,13 +51,6 @@ class FileSystem(Construct):
         )
         self.file_system_id: str = file_system.id
         self.file_system_arn: str = file_system.arn
-        if settings.automatic_backups:
-            EfsBackupPolicy(
-                self,
-                "backups",
-                file_system_id=file_system.id,
-                backup_policy=EfsBackupPolicyBackupPolicy(status="ENABLED"),
-            )
         tls_only = DataAwsIamPolicyDocument(
             self, "policy", statement=[deny_insecure_transport(file_system.arn)]
         )

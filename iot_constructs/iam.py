@@ -106,8 +106,19 @@ class ServiceRole:
         return name
 
 
-def service_role(scope: Construct, id: str, *, name: str, service: str, account: Account) -> ServiceRole:
-    """A role that only `service` (for example "lambda.amazonaws.com") assumes, and only for `account`."""
+def service_role(
+    scope: Construct, id: str, *, name: str, service: str, account: Account, source_account: bool = True
+) -> ServiceRole:
+    """A role that only `service` (for example "lambda.amazonaws.com") assumes, and only for `account`.
+
+    `source_account=False` leaves out the aws:SourceAccount condition, for a service that does not send it
+    when it assumes the role: the condition would refuse the service itself."""
+    # Guards against the confused deputy: the service acts for this account only.
+    guard = [
+        DataAwsIamPolicyDocumentStatementCondition(
+            test="StringEquals", variable="aws:SourceAccount", values=[account.id]
+        )
+    ]
     trust = DataAwsIamPolicyDocument(
         scope,
         f"{id}-trust",
@@ -117,12 +128,7 @@ def service_role(scope: Construct, id: str, *, name: str, service: str, account:
                 principals=[
                     DataAwsIamPolicyDocumentStatementPrincipals(type="Service", identifiers=[service])
                 ],
-                # Guards against the confused deputy: the service acts for this account only.
-                condition=[
-                    DataAwsIamPolicyDocumentStatementCondition(
-                        test="StringEquals", variable="aws:SourceAccount", values=[account.id]
-                    )
-                ],
+                condition=guard if source_account else None,
             )
         ],
     )

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from iot_constructs.alert_topic import AlertSettings, Subscription
 from iot_constructs.api import ApiSettings
+from iot_constructs.backup import BackupSettings
 from iot_constructs.cache import CacheSettings
 from iot_constructs.data import DataSettings
 from iot_constructs.database import DatabaseSettings
 from iot_constructs.event_source import EventSourceSettings
-from iot_constructs.file_system import FileSystemSettings
 from iot_constructs.function import FunctionSettings
 from iot_constructs.ingestion import IngestionSettings
 from iot_constructs.kms import KeySettings
@@ -195,20 +195,22 @@ def _ingestion(stream: StreamSettings, sizes: tuple[int, int, int], api: ApiSett
     )
 
 
-def _data(database: DatabaseSettings, cache: CacheSettings | None, backups: bool = True) -> DataSettings:
+def _data(
+    database: DatabaseSettings, cache: CacheSettings | None, backup: BackupSettings | None
+) -> DataSettings:
     return DataSettings(
         database=database,
         # Rotation waits up to 10 minutes for ElastiCache to apply a token (ELASTICACHE_WAIT_SECONDS),
         # one rotation at a time.
         token_rotator=_function("redis_rotation", 256, 900, 1),
         cache=cache,
-        file_system=FileSystemSettings(automatic_backups=backups),
+        backup=backup,
     )
 
 
 def on_emulator(config: EnvironmentConfig, endpoint: str) -> EnvironmentConfig:
     """A destroyable environment on the emulator at `endpoint`, without what the emulator cannot run
-    (stacks/emulator.py): ElastiCache, EFS backup policies, autoscaling targets, Aurora (and it holds one DB
+    (stacks/emulator.py): ElastiCache, AWS Backup selections, autoscaling targets, Aurora (and it holds one DB
     instance per server); without NAT or interface endpoints, which would reach nothing."""
     if not config.destroyable:
         raise ConfigError(f"{config.name} is not destroyable, so it never runs on the emulator")
@@ -218,8 +220,8 @@ def on_emulator(config: EnvironmentConfig, endpoint: str) -> EnvironmentConfig:
         network=replace(config.network, nat_mode="none", interface_endpoints=()),
         data=_data(
             DatabaseSettings(engine="rds", backup_retention_days=1, instance_class="db.t4g.micro"),
-            None,
-            backups=False,
+            cache=None,
+            backup=None,
         ),
         processing=replace(
             config.processing,
@@ -275,6 +277,7 @@ _DEV = EnvironmentConfig(
     data=_data(
         DatabaseSettings(engine="aurora-serverless", backup_retention_days=1, min_capacity=0, max_capacity=2),
         CacheSettings(node_type="cache.t4g.micro", shards=1, replicas_per_shard=0, snapshot_retention_days=1),
+        BackupSettings(retention_days=7),
     ),
     alarms=AlarmThresholds(
         api_5xx_percent=5,
@@ -342,6 +345,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             CacheSettings(
                 node_type="cache.t4g.small", shards=2, replicas_per_shard=1, snapshot_retention_days=3
             ),
+            BackupSettings(retention_days=35),
         ),
         alarms=replace(_DEV.alarms, api_5xx_percent=2, iterator_age_ms=10_000),
         alerts=_ONCALL,
@@ -405,6 +409,7 @@ _ENVIRONMENTS: dict[str, EnvironmentConfig] = {
             CacheSettings(
                 node_type="cache.r7g.large", shards=3, replicas_per_shard=1, snapshot_retention_days=7
             ),
+            BackupSettings(retention_days=90),
         ),
         # The seeds ask for stream lag under 2 s; devices report every minute: 10 silent minutes is an outage.
         alarms=AlarmThresholds(

@@ -23,9 +23,6 @@ UNSUPPORTED_RESOURCES: dict[str, str] = {
         "destroy never finishes: moto's DeleteCacheCluster leaves the cluster 'deleting' for good"
     ),
     "aws_elasticache_subnet_group": "destroy never finishes: moto does not implement DeleteCacheSubnetGroup",
-    "aws_efs_backup_policy": (
-        "apply hangs: moto does not implement PutBackupPolicy (HTTP 500, retried for minutes)"
-    ),
     "aws_efs_file_system_policy": (
         "destroy hangs: moto does not implement DeleteFileSystemPolicy (HTTP 500, retried for minutes)"
     ),

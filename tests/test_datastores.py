@@ -165,6 +165,47 @@ def test_protection_and_backups_follow_the_environment(stack: dict[str, Any], st
         assert body["backup_retention_period"] == config.data.database.backup_retention_days
 
 
+# The data stores AWS Backup can back up (Redis keeps its own snapshots).
+BACKED_UP_TYPES = ("aws_dynamodb_table", "aws_rds_cluster", "aws_db_instance", "aws_efs_file_system")
+
+
+def test_every_data_store_is_backed_up_daily_into_a_vault_under_the_data_key(
+    stack: dict[str, Any], stack_name: str
+) -> None:
+    env = stack_name.removeprefix(f"{PROJECT}-")
+    backup_types = ("aws_backup_vault", "aws_backup_plan", "aws_backup_selection")
+    if env == "local":  # the emulator cannot run AWS Backup (stacks/config.py: on_emulator)
+        assert not any(resources(stack, type_) for type_ in backup_types)
+        return
+    config = environment(env if env in ("dev", "staging", "prod") else "dev", {})
+    ((vault_name, vault),) = resources(stack, "aws_backup_vault").items()
+    readings_key = one(stack, "aws_dynamodb_table", name=f"{PROJECT}-readings-{env}")[
+        "server_side_encryption"
+    ]
+    assert reference_target(vault["kms_key_arn"]) == reference_target(readings_key["kms_key_arn"])
+    assert vault["force_destroy"] is config.destroyable  # a protected vault keeps its recovery points
+    (rule,) = one(stack, "aws_backup_plan")["rule"]
+    assert reference_target(rule["target_vault_name"]) == f"aws_backup_vault.{vault_name}"
+    assert config.data.backup is not None
+    assert rule["lifecycle"] == {"delete_after": config.data.backup.retention_days}
+    assert rule["schedule"] == "cron(0 3 * * ? *)"
+    selection = one(stack, "aws_backup_selection")
+    stores = {f"{type_}.{name}" for type_ in BACKED_UP_TYPES for name in resources(stack, type_)}
+    assert {reference_target(arn) for arn in selection["resources"]} == stores
+    assert all(arn.endswith(".arn}") for arn in selection["resources"])
+    role = reference_target(selection["iam_role_arn"]).split(".")[1]
+    (trust,) = policy_statements(stack, resources(stack, "aws_iam_role")[role]["assume_role_policy"])
+    assert trust["principals"] == [{"identifiers": ["backup.amazonaws.com"], "type": "Service"}]
+    (attachment,) = [
+        a
+        for a in resources(stack, "aws_iam_role_policy_attachment").values()
+        if reference_target(a["role"]) == f"aws_iam_role.{role}"
+    ]
+    assert attachment["policy_arn"].endswith(
+        ":iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup"
+    )
+
+
 def test_the_master_password_rotates_every_30_days(stack: dict[str, Any], stack_name: str) -> None:
     rotations = [
         r
@@ -195,12 +236,10 @@ def test_the_file_system_is_encrypted_tiered_backed_up_and_tls_only(
         "path": "/iot-platform",
         "creation_info": {"owner_uid": 1000, "owner_gid": 1000, "permissions": "750"},
     }
-    if stack_name == f"{PROJECT}-local":  # the emulator cannot hold these policies (stacks/emulator.py)
-        assert {"aws_efs_backup_policy", "aws_efs_file_system_policy"} <= set(UNSUPPORTED_RESOURCES)
-        assert not resources(stack, "aws_efs_backup_policy")
+    if stack_name == f"{PROJECT}-local":  # the emulator cannot hold this policy (stacks/emulator.py)
+        assert "aws_efs_file_system_policy" in UNSUPPORTED_RESOURCES
         assert not resources(stack, "aws_efs_file_system_policy")
         return
-    assert one(stack, "aws_efs_backup_policy")["backup_policy"] == {"status": "ENABLED"}
     (deny,) = policy_statements(stack, one(stack, "aws_efs_file_system_policy")["policy"])
     assert deny["effect"] == "Deny"
     assert deny["condition"] == [{"test": "Bool", "values": ["false"], "variable": "aws:SecureTransport"}]
