@@ -49,6 +49,7 @@ ECR_PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr
 KEPT_IMAGES = 20
 WORKER_USER = "1000:1000"  # the image's non-root user (functions/stream_worker/Dockerfile)
 ARTEFACTS_DIR = "/mnt/artefacts"
+WORKER_CONTAINER = "worker"  # the worker's container in its task definition; "migrate" runs before it
 # Applies the database's pending migrations (functions/stream_worker/migrations) under an advisory lock, and
 # does nothing when none is pending; the admin task runs other admin commands with a command override.
 MIGRATE_COMMAND = ("python", "-m", "stream_worker.migrate")
@@ -164,7 +165,7 @@ class WorkerService(Construct):
             },
         }
         worker_container = _container(
-            "worker",
+            WORKER_CONTAINER,
             image,
             logs,
             worker,

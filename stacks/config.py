@@ -484,6 +484,13 @@ def short_lived_environment(suffix: str, environ: Mapping[str, str]) -> Environm
     return _with_overrides(on_emulator(config, emulator) if emulator else config, environ)
 
 
+def configuration(name: str, environ: Mapping[str, str]) -> EnvironmentConfig:
+    """A standing environment's configuration, or a short-lived one's (a suffix such as pr-7)."""
+    if name in STANDING_ENVIRONMENTS:
+        return environment(name, environ)
+    return short_lived_environment(name, environ)
+
+
 def _in_region(config: EnvironmentConfig, region: str) -> EnvironmentConfig:
     """`config` moved to `region`: its zones (as many as before) and its functions' layers."""
     zones = _zones(region, len(config.network.availability_zones))

@@ -6,7 +6,7 @@ import threading
 import uuid
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,11 +15,15 @@ import boto3
 import pytest
 from botocore.credentials import Credentials
 from moto.server import ThreadedMotoServer
+from stream_worker.migrate import migrate
 
+import tools.verify
 from tools.local.emulator import CREDENTIALS
+from tools.local.servers import temporary_stores
 from tools.verify import (
-    DATA_STORES_SKIP,
     EMULATOR_SKIPS_API,
+    NO_LOCAL_STORES,
+    PROBE_COMMAND,
     Target,
     api_round_trip,
     check_data_stores,
@@ -28,6 +32,19 @@ from tools.verify import (
 )
 
 REGION = "eu-west-1"
+# The worker container's own settings, as deployed (the local stores replace where its stores are).
+WORKER_ENVIRONMENT = [
+    {"name": "STREAM_NAME", "value": "readings"},
+    {"name": "STREAM_RETENTION_HOURS", "value": "24"},
+    {"name": "DATABASE_NAME", "value": "iot"},
+    {"name": "DATABASE_USER", "value": "iot_worker"},
+]
+
+
+@pytest.fixture(autouse=True)
+def no_local_stores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever `make deploy` left running here, verify finds no local stores unless a test gives some."""
+    monkeypatch.setattr(tools.verify, "running_stores", lambda: None)
 
 
 @dataclass
@@ -87,7 +104,10 @@ def deployment(moto_endpoint: str) -> Deployment:
     cluster = f"workers-{run}"
     ecs.create_cluster(clusterName=cluster)
     ecs.register_task_definition(
-        family=f"worker-{run}", containerDefinitions=[{"name": "worker", "image": "worker:1", "memory": 512}]
+        family=f"worker-{run}",
+        containerDefinitions=[
+            {"name": "worker", "image": "worker:1", "memory": 512, "environment": WORKER_ENVIRONMENT}
+        ],
     )
     ecs.create_service(cluster=cluster, serviceName="worker", taskDefinition=f"worker-{run}", desiredCount=1)
     sns = deployment.client("sns")
@@ -100,6 +120,8 @@ def deployment(moto_endpoint: str) -> Deployment:
         "processor_function_name": processor,
         "worker_cluster_name": cluster,
         "worker_service_name": "worker",
+        "private_subnet_ids": [f"subnet-{run}"],
+        "worker_security_group_id": f"sg-{run}",
         "alert_topic_arn": topic,
         "processing_dlq_url": f"{moto_endpoint}/123456789012/dlq-{run}",
     }
@@ -131,8 +153,33 @@ def test_the_emulator_passes_what_it_can_and_says_what_it_skipped(
     assert line(output, "worker").startswith("SKIP")
     assert "runs no containers: worker wants 1" in line(output, "worker")
     assert line(output, "alert-topic") == "PASS  alert-topic     1 subscription(s), 0 pending confirmation"
-    assert line(output, "data-stores").startswith("SKIP")
+    assert line(output, "data-stores") == f"SKIP  data-stores     {NO_LOCAL_STORES}"
     assert output.splitlines()[-1] == "2 passed, 0 failed, 3 skipped"
+
+
+def test_on_the_emulator_the_workers_probe_runs_here_against_the_local_stores(
+    deployment: Deployment,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with temporary_stores("verify-") as stores:
+        stores.create_database("iot")
+        migrate(stores.conninfo("iot"))
+        monkeypatch.setattr(tools.verify, "running_stores", lambda: stores)
+        code, output = verify(deployment, tmp_path, capsys)
+        assert line(output, "data-stores") == (
+            "PASS  data-stores     PostgreSQL, Redis and the archive file system answer the worker"
+        )
+        assert "ok    postgres: logged in to 127.0.0.1 as iot_worker; 0 devices registered" in output
+        refused = replace(stores, redis_password="not-the-token")
+        monkeypatch.setattr(tools.verify, "running_stores", lambda: refused)
+        code, output = verify(deployment, tmp_path, capsys)
+        assert code == 1
+        assert line(output, "data-stores").startswith(
+            "FAIL  data-stores     the worker's probe exited with 1"
+        )
+        assert "FAIL  redis: AuthenticationError" in output
 
 
 def test_a_topic_without_subscription_fails(
@@ -187,18 +234,56 @@ def test_on_aws_a_worker_short_of_tasks_fails(deployment: Deployment) -> None:
     target = Target(deployment.outputs, session=_EndpointSession(session, deployment.endpoint))
     result = check_worker(target)
     assert (result.status, result.detail) == ("failed", "worker runs 0 of the 1 tasks it wants")
-    assert check_data_stores(target).detail == DATA_STORES_SKIP
+
+
+def test_on_aws_the_probe_is_a_one_off_task_of_the_workers_task_definition_in_its_subnets_and_group(
+    deployment: Deployment,
+) -> None:
+    """moto runs no container (its task stops with exit code 0 after a few polls): this checks the request."""
+    session = boto3.Session(
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        region_name=REGION,
+    )
+    endpoint_session = _EndpointSession(session, deployment.endpoint)
+    target = Target(deployment.outputs, session=endpoint_session, task_poll_seconds=0.01)
+    result = check_data_stores(target)
+    assert result.status == "passed", result.detail
+    ecs = deployment.client("ecs")
+    cluster = deployment.outputs["worker_cluster_name"]
+    (task,) = ecs.describe_tasks(
+        cluster=cluster, tasks=ecs.list_tasks(cluster=cluster, startedBy="iot-platform-tools")["taskArns"]
+    )["tasks"]
+    (service,) = ecs.describe_services(cluster=cluster, services=["worker"])["services"]
+    assert task["taskDefinitionArn"] == service["taskDefinition"]
+    assert task["launchType"] == "FARGATE"
+    assert task["overrides"]["containerOverrides"] == [{"name": "worker", "command": list(PROBE_COMMAND)}]
+    # moto cannot run an awsvpc task (it fails naming the interface), so the network is checked as requested.
+    (run_task,) = endpoint_session.run_tasks
+    assert run_task["networkConfiguration"] == {
+        "awsvpcConfiguration": {
+            "subnets": deployment.outputs["private_subnet_ids"],
+            "securityGroups": [deployment.outputs["worker_security_group_id"]],
+            "assignPublicIp": "DISABLED",
+        }
+    }
 
 
 @dataclass(frozen=True)
 class _EndpointSession:
-    """A boto3 session whose clients talk to `endpoint`: real-AWS code paths against moto."""
+    """A boto3 session whose clients talk to `endpoint`: real-AWS code paths against moto. It keeps the
+    parameters of each ECS RunTask call its clients make."""
 
     session: Any
     endpoint: str
+    run_tasks: list[dict[str, Any]] = field(default_factory=list)
 
     def client(self, service: str, endpoint_url: str | None = None) -> Any:
-        return self.session.client(service, endpoint_url=self.endpoint)
+        client = self.session.client(service, endpoint_url=self.endpoint)
+        client.meta.events.register(
+            "provide-client-params.ecs.RunTask", lambda params, **_: self.run_tasks.append(dict(params))
+        )
+        return client
 
 
 class _FakeApi(BaseHTTPRequestHandler):

@@ -14,6 +14,7 @@ machine, against the local PostgreSQL that `make deploy` started.
 """
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -25,40 +26,46 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from iot_constructs.database import DATABASE_NAME
-from stacks.config import ConfigError
+from stacks.config import ConfigError, configuration
 from tools.local.round_trip import load_outputs
 from tools.local.servers import running_stores
-from tools.verify import configuration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FUNCTIONS_DIR = PROJECT_ROOT / "functions"
 # The admin task definition's own command.
 MIGRATE_COMMAND = ("python", "-m", "stream_worker.migrate")
 # The task pulls the image, waits for the database and exits: minutes at most.
-WAIT_DELAY_SECONDS = 6
-WAIT_MAX_ATTEMPTS = 100
+WAIT_SECONDS = 600
+POLL_SECONDS = 6.0
 LOG_LINES = 50
 
 
-class AdminTaskError(Exception):
+class TaskError(Exception):
     pass
 
 
-def run_admin_task(outputs: Mapping[str, Any], command: Sequence[str] | None, session: Any) -> int:
-    """Runs the admin task (with `command` instead of its own, if given) until it stops; returns its exit
-    code. Raises AdminTaskError if ECS cannot start it or it stops without one."""
+def run_task(
+    outputs: Mapping[str, Any],
+    session: Any,
+    task_definition: str,
+    command: Sequence[str] | None,
+    container_name: str | None = None,
+    poll_seconds: float = POLL_SECONDS,
+) -> int:
+    """Runs one task of `task_definition` in the worker's cluster, private subnets and security group until it
+    stops, with `command` instead of its container's own (the container `container_name`, or the definition's
+    only one); returns that container's exit code. Raises TaskError if ECS cannot start the task, or it does
+    not stop within WAIT_SECONDS, or stops without one."""
     ecs = session.client("ecs")
     cluster = outputs["worker_cluster_name"]
-    definition = ecs.describe_task_definition(taskDefinition=outputs["admin_task_definition_arn"])[
-        "taskDefinition"
-    ]
-    (container,) = definition["containerDefinitions"]
+    definition = ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
+    (container,) = [c for c in definition["containerDefinitions"] if container_name in (None, c["name"])]
     response = ecs.run_task(
         cluster=cluster,
         taskDefinition=definition["taskDefinitionArn"],
         launchType="FARGATE",
         count=1,
-        startedBy="tools.migrate",
+        startedBy="iot-platform-tools",
         networkConfiguration={
             "awsvpcConfiguration": {
                 "subnets": list(outputs["private_subnet_ids"]),
@@ -71,24 +78,22 @@ def run_admin_task(outputs: Mapping[str, Any], command: Sequence[str] | None, se
         else {},
     )
     if response["failures"] or not response["tasks"]:
-        raise AdminTaskError(f"ECS did not start the task: {response['failures']}")
+        raise TaskError(f"ECS did not start the task: {response['failures']}")
     task_arn = response["tasks"][0]["taskArn"]
     print(f"Started {task_arn} ({' '.join(command or container.get('command', []))})", flush=True)
     try:
         ecs.get_waiter("tasks_stopped").wait(
             cluster=cluster,
             tasks=[task_arn],
-            WaiterConfig={"Delay": WAIT_DELAY_SECONDS, "MaxAttempts": WAIT_MAX_ATTEMPTS},
+            WaiterConfig={"Delay": poll_seconds, "MaxAttempts": math.ceil(WAIT_SECONDS / poll_seconds)},
         )
     except WaiterError as error:
-        raise AdminTaskError(f"{task_arn} did not stop in time: {error}") from None
+        raise TaskError(f"{task_arn} did not stop in time: {error}") from None
     task = ecs.describe_tasks(cluster=cluster, tasks=[task_arn])["tasks"][0]
     print_logs(session, container, task_arn)
     exit_code = next((c.get("exitCode") for c in task["containers"] if c["name"] == container["name"]), None)
     if exit_code is None:
-        raise AdminTaskError(
-            f"{task_arn} stopped without an exit code: {task.get('stoppedReason', 'no reason')}"
-        )
+        raise TaskError(f"{task_arn} stopped without an exit code: {task.get('stoppedReason', 'no reason')}")
     print(f"The task exited with {exit_code}")
     return int(exit_code)
 
@@ -150,8 +155,8 @@ def run(environment: str, outputs_path: Path | None, command: Sequence[str] | No
         return 2
     session = boto3.Session(region_name=outputs["admin_task_definition_arn"].split(":")[3])
     try:
-        exit_code = run_admin_task(outputs, command, session)
-    except (AdminTaskError, BotoCoreError, ClientError) as error:
+        exit_code = run_task(outputs, session, outputs["admin_task_definition_arn"], command)
+    except (TaskError, BotoCoreError, ClientError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0 if exit_code == 0 else 1

@@ -6,12 +6,14 @@ check, and the command exits 1 if any check failed (skips do not fail it). The o
 
 Against real AWS the caller's credentials and the region of the outputs' resources are used. Against the
 emulator (the local environment, or outputs with http://127.0.0.1 addresses) the checks talk to it with its
-credentials, and skip what it cannot do (it serves no HTTPS API, runs no Lambda code and no containers).
+credentials, and skip what it cannot do (it serves no HTTPS API, runs no Lambda code and no containers); the
+data stores are the local ones `make deploy` started, probed from this machine.
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -30,15 +32,13 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
-from stacks.config import (
-    STANDING_ENVIRONMENTS,
-    ConfigError,
-    EnvironmentConfig,
-    environment,
-    short_lived_environment,
-)
+from iot_constructs.worker import WORKER_CONTAINER
+from stacks.config import ConfigError, EnvironmentConfig, configuration
 from tools.local.emulator import CREDENTIALS
-from tools.local.round_trip import iso, load_outputs
+from tools.local.round_trip import FUNCTIONS_DIR, iso, load_outputs, worker_environment
+from tools.local.servers import LocalStores, running_stores
+from tools.migrate import POLL_SECONDS as TASK_POLL_SECONDS
+from tools.migrate import TaskError, run_task
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 API_WAIT_SECONDS = 60.0
@@ -50,7 +50,12 @@ EMULATOR_SKIPS_API = (
     "`make deploy` runs the handlers in process instead"
 )
 EMULATOR_SKIPS_CONTAINERS = "the emulator (moto) runs no containers"
-DATA_STORES_SKIP = "needs a one-off task image with a TCP probe; not built yet"
+NO_LOCAL_STORES = (
+    "the emulator runs no containers and the local data stores are not running (`make deploy ENV=...` starts "
+    "them)"
+)
+# The worker's image checks its data stores with its own settings (functions/stream_worker/probe.py).
+PROBE_COMMAND = ("python", "-m", "stream_worker.probe")
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,10 @@ class Target:
     """The emulator's endpoint, or None for real AWS."""
     api_wait_seconds: float = API_WAIT_SECONDS
     api_poll_seconds: float = API_POLL_SECONDS
+    task_poll_seconds: float = TASK_POLL_SECONDS
     session: Any = field(default=None)
+    stores: LocalStores | None = None
+    """On the emulator, the local data stores `make deploy` started, if they run."""
 
     @property
     def on_emulator(self) -> bool:
@@ -253,10 +261,45 @@ def check_alert_topic(target: Target) -> Result:
 
 
 def check_data_stores(target: Target) -> Result:
-    """The database and the cache answer from inside the VPC: not implemented yet."""
+    """PostgreSQL, Redis and the archive file system answer the worker's probe, run with the worker's own
+    settings: in AWS as a one-off task of the worker's task definition, so from inside the VPC through its
+    security group; on the emulator, which runs no containers, as a process of this machine against the
+    local stores that stand in for them."""
     if target.on_emulator:
-        return skipped(f"{EMULATOR_SKIPS_CONTAINERS}, and the local environment has no cache")
-    return skipped(DATA_STORES_SKIP)
+        if target.stores is None:
+            return skipped(NO_LOCAL_STORES)
+        probe = subprocess.run(
+            [sys.executable, *PROBE_COMMAND[1:]],  # python -m stream_worker.probe, as in the image
+            cwd=FUNCTIONS_DIR,
+            env={
+                **os.environ,
+                **worker_environment(target.client("ecs"), target.outputs, target.stores),
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        print(probe.stdout + probe.stderr, end="", flush=True)
+        exit_code = probe.returncode
+    else:
+        (service,) = target.client("ecs").describe_services(
+            cluster=target.outputs["worker_cluster_name"], services=[target.outputs["worker_service_name"]]
+        )["services"]
+        try:
+            exit_code = run_task(
+                target.outputs,
+                target.aws(),
+                service["taskDefinition"],
+                PROBE_COMMAND,
+                WORKER_CONTAINER,
+                poll_seconds=target.task_poll_seconds,
+            )
+        except TaskError as error:
+            return failed(str(error))
+    if exit_code != 0:
+        return failed(f"the worker's probe exited with {exit_code}: its lines above name the store")
+    return passed("PostgreSQL, Redis and the archive file system answer the worker")
 
 
 CHECKS: dict[str, Check] = {
@@ -308,13 +351,6 @@ def emulator_endpoint(
     return config.emulator_endpoint
 
 
-def configuration(name: str, environ: Mapping[str, str]) -> EnvironmentConfig:
-    """A standing environment's configuration, or a short-lived one's (a suffix such as pr-7)."""
-    if name in STANDING_ENVIRONMENTS:
-        return environment(name, environ)
-    return short_lived_environment(name, environ)
-
-
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.environ) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.verify", description=__doc__.split("\n")[0])
     parser.add_argument("environment", help="dev, staging, prod, local, or a short-lived suffix (pr-7)")
@@ -330,7 +366,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     except (OSError, ValueError) as error:
         print(f"error: cannot read the outputs file {path}: {error}", file=sys.stderr)
         return 2
-    target = Target(outputs, endpoint=emulator_endpoint(config, outputs, environ))
+    endpoint = emulator_endpoint(config, outputs, environ)
+    target = Target(outputs, endpoint=endpoint, stores=running_stores() if endpoint else None)
     where = f"the emulator at {target.endpoint}" if target.on_emulator else "AWS"
     print(f"Verifying {config.stack_name} on {where}, from {path}", flush=True)
     results = run(target)

@@ -31,6 +31,7 @@ from typing import Any
 import boto3
 import psycopg
 
+from iot_constructs.worker import WORKER_CONTAINER
 from tools.local.emulator import CREDENTIALS
 from tools.local.servers import PASSWORD, LocalStores
 
@@ -262,26 +263,31 @@ def _token_secret(aws: boto3.Session, run: str, stores: LocalStores) -> Iterator
         secretsmanager.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
 
 
+def worker_environment(ecs: Any, outputs: Mapping[str, Any], stores: LocalStores) -> dict[str, str]:
+    """The deployed worker container's environment (read with the ECS client `ecs`), pointed at the local
+    stores instead of RDS, ElastiCache and EFS, with the Redis token ECS would inject from its secret."""
+    (service,) = ecs.describe_services(
+        cluster=outputs["worker_cluster_name"], services=[outputs["worker_service_name"]]
+    )["services"]
+    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    (container,) = (c for c in definition["containerDefinitions"] if c["name"] == WORKER_CONTAINER)
+    environment = {variable["name"]: variable["value"] for variable in container.get("environment", [])}
+    return environment | {
+        **_redis_settings(stores),
+        **_database_settings(stores),
+        "REDIS_AUTH_TOKEN": stores.redis_password,
+        "ARCHIVE_DIR": str(stores.archive_dir),
+    }
+
+
 @contextmanager
 def _worker(
     aws: boto3.Session, outputs: Mapping[str, Any], stores: LocalStores
 ) -> Iterator[subprocess.Popen[bytes]]:
     """The stream worker as a process of this machine, with its deployed container's environment pointed at
     the local stores; stopped as ECS stops it (SIGTERM) when the block ends."""
-    ecs = aws.client("ecs")
-    (service,) = ecs.describe_services(
-        cluster=outputs["worker_cluster_name"], services=[outputs["worker_service_name"]]
-    )["services"]
-    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
-    (container,) = (c for c in definition["containerDefinitions"] if c["name"] == "worker")
-    environment = {variable["name"]: variable["value"] for variable in container["environment"]}
+    environment = worker_environment(aws.client("ecs"), outputs, stores)
     stores.archive_dir.mkdir(parents=True, exist_ok=True)
-    environment |= {
-        **_redis_settings(stores),
-        **_database_settings(stores),
-        "REDIS_AUTH_TOKEN": stores.redis_password,  # ECS injects it from the token secret
-        "ARCHIVE_DIR": str(stores.archive_dir),
-    }
     log = stores.archive_dir.parent / "worker.log"
     with log.open("ab") as output:
         worker = subprocess.Popen(
