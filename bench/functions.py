@@ -434,7 +434,7 @@ class StatementMeter:
 
 def measure_worker(stores: LocalStores, stream: str, readings: int) -> None:
     worker = importlib.import_module("stream_worker.worker")
-    config_module = importlib.import_module("stream_worker.config")
+    rds = importlib.import_module("readings.rds")
     database = importlib.import_module("stream_worker.database")
     archive_module = importlib.import_module("stream_worker.archive")
     readings_module = importlib.import_module("readings")
@@ -446,9 +446,7 @@ def measure_worker(stores: LocalStores, stream: str, readings: int) -> None:
         batches[-1].append(record)
 
     async def deliver(variables: dict[str, str]) -> None:
-        config = config_module.DatabaseConfig.from_env(
-            variables, user_variable="DATABASE_USER", password_variable="DATABASE_PASSWORD"
-        )
+        config = rds.DatabaseSettings.from_env(variables)
         async with database.connection_pool(
             config, statement_timeout_seconds=worker.BATCH_DEADLINE_SECONDS
         ) as pool:

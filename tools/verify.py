@@ -32,6 +32,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
+from iot_constructs.alert_topic import Subscription
 from iot_constructs.worker import WORKER_CONTAINER
 from stacks.config import ConfigError, EnvironmentConfig, configuration
 from tools.local.emulator import CREDENTIALS
@@ -89,6 +90,8 @@ class Target:
     session: Any = field(default=None)
     stores: LocalStores | None = None
     """On the emulator, the local data stores `make deploy` started, if they run."""
+    subscriptions: tuple[Subscription, ...] = ()
+    """Who the environment's configuration subscribes to its alerts."""
 
     @property
     def on_emulator(self) -> bool:
@@ -214,9 +217,15 @@ def check_stream_mapping(target: Target) -> Result:
     function_name = target.outputs["processor_function_name"]
     summary = target.client("kinesis").describe_stream_summary(StreamName=stream_name)
     stream_arn = summary["StreamDescriptionSummary"]["StreamARN"]
-    mappings = target.client("lambda").list_event_source_mappings(
-        EventSourceArn=stream_arn, FunctionName=function_name
-    )["EventSourceMappings"]
+    # The stack names the function by its ARN; matched here by name, as AWS would match either.
+    mappings = [
+        mapping
+        for page in target.client("lambda")
+        .get_paginator("list_event_source_mappings")
+        .paginate(EventSourceArn=stream_arn)
+        for mapping in page["EventSourceMappings"]
+        if mapping["FunctionArn"].split(":")[6] == function_name
+    ]
     if not mappings:
         return failed(f"no event source mapping feeds {stream_name} to {function_name}")
     not_enabled = [m for m in mappings if m["State"] != "Enabled"]
@@ -246,7 +255,7 @@ def check_worker(target: Target) -> Result:
 
 
 def check_alert_topic(target: Target) -> Result:
-    """The alert topic has at least one subscription, confirmed or pending confirmation."""
+    """Everyone the configuration subscribes to the alert topic is subscribed, confirmed or pending."""
     topic_arn = target.outputs["alert_topic_arn"]
     sns = target.client("sns")
     subscriptions = [
@@ -254,8 +263,16 @@ def check_alert_topic(target: Target) -> Result:
         for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn)
         for subscription in page["Subscriptions"]
     ]
+    found = {(s["Protocol"], s["Endpoint"]) for s in subscriptions}
+    missing = [
+        f"{s.protocol}:{s.endpoint}" for s in target.subscriptions if (s.protocol, s.endpoint) not in found
+    ]
+    if missing:
+        return failed(
+            f"the alert topic {topic_arn} lacks the configured {', '.join(missing)}: alerts miss them"
+        )
     if not subscriptions:
-        return failed(f"the alert topic {topic_arn} has no subscription: alerts reach no one")
+        return skipped("the configuration subscribes no one to the alerts (AlertSettings)")
     pending = sum(s["SubscriptionArn"] == "PendingConfirmation" for s in subscriptions)
     return passed(f"{len(subscriptions)} subscription(s), {pending} pending confirmation")
 
@@ -367,7 +384,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
         print(f"error: cannot read the outputs file {path}: {error}", file=sys.stderr)
         return 2
     endpoint = emulator_endpoint(config, outputs, environ)
-    target = Target(outputs, endpoint=endpoint, stores=running_stores() if endpoint else None)
+    target = Target(
+        outputs,
+        endpoint=endpoint,
+        stores=running_stores() if endpoint else None,
+        subscriptions=config.alerts.subscriptions,
+    )
     where = f"the emulator at {target.endpoint}" if target.on_emulator else "AWS"
     print(f"Verifying {config.stack_name} on {where}, from {path}", flush=True)
     results = run(target)

@@ -20,7 +20,7 @@ import json
 import os
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,7 @@ from readings import (
     rds,
 )
 from readings.ownership import RedisSettings, Registry, SharedRedis, Unavailable
-from readings.settings import boolean, port, required
+from readings.settings import required
 from redis import Redis, RedisCluster
 
 DEFAULT_LIMIT = 100
@@ -66,37 +66,17 @@ UNAVAILABLE_SQLSTATE_CLASSES = ("08", "28", "53", "57")
 
 
 @dataclass(frozen=True)
-class DatabaseSettings:
-    host: str
-    port: int
-    name: str
-    user: str
-    # Set in tests and locally only: on RDS the user logs in with an IAM authentication token.
-    password: str | None = field(repr=False)
-    tls: bool
-    region: str
-
-
-@dataclass(frozen=True)
 class Config:
     raw_table_name: str
     redis: RedisSettings
-    database: DatabaseSettings
+    database: rds.DatabaseSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         return cls(
             raw_table_name=required(env, "RAW_TABLE_NAME"),
             redis=RedisSettings.from_env(env),
-            database=DatabaseSettings(
-                host=required(env, "DATABASE_HOST"),
-                port=port(env, "DATABASE_PORT", default=5432),
-                name=required(env, "DATABASE_NAME"),
-                user=required(env, "DATABASE_USER"),
-                password=env.get("DATABASE_PASSWORD") or None,
-                tls=boolean(env, "DATABASE_TLS", default=True),
-                region=required(env, "AWS_REGION"),
-            ),
+            database=rds.DatabaseSettings.from_env(env),
         )
 
 
@@ -450,7 +430,7 @@ class Database:
     RDS certificate authorities with the host name checked (verify-full).
     """
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    def __init__(self, settings: rds.DatabaseSettings) -> None:
         self._settings = settings
         self._connection: pg8000.native.Connection | None = None
 

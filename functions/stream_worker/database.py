@@ -25,8 +25,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 from readings import Reading, rds
+from readings.rds import DatabaseSettings
 from stream_worker.archive import Archive
-from stream_worker.config import DatabaseConfig
 
 CONNECT_TIMEOUT_SECONDS = 10
 POOL_SIZE = 2
@@ -80,7 +80,7 @@ PRUNE = "DELETE FROM counted_readings WHERE counted_at < now() - make_interval(h
 OWNERS = "SELECT device_id, client_id FROM devices WHERE client_id IS NOT NULL"
 
 
-def connection_kwargs(config: DatabaseConfig) -> dict[str, Any]:
+def connection_kwargs(config: DatabaseSettings) -> dict[str, Any]:
     """psycopg's connection parameters for one new connection (so a new IAM token, if it needs one)."""
     kwargs: dict[str, Any] = {
         "host": config.host,
@@ -95,7 +95,7 @@ def connection_kwargs(config: DatabaseConfig) -> dict[str, Any]:
     return kwargs
 
 
-def connection_pool(config: DatabaseConfig, statement_timeout_seconds: float) -> AsyncConnectionPool:
+def connection_pool(config: DatabaseSettings, statement_timeout_seconds: float) -> AsyncConnectionPool:
     """A closed pool of POOL_SIZE connections; open it with `await pool.open(wait=True)`.
 
     The server ends a statement that runs, or a transaction left idle, longer than statement_timeout_seconds:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import make_conninfo
-from stream_worker.config import DatabaseConfig
+from readings.rds import DatabaseSettings
 from stream_worker.database import connection_kwargs
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -103,7 +103,7 @@ def migrate(conninfo: str, directory: Path = MIGRATIONS) -> list[str]:
 
 def admin_conninfo() -> str:
     """The admin user's connection string, from the environment."""
-    return make_conninfo(**connection_kwargs(DatabaseConfig.admin_from_env(os.environ)))
+    return make_conninfo(**connection_kwargs(DatabaseSettings.admin_from_env(os.environ)))
 
 
 def main() -> int:

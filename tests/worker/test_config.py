@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import pytest
-from stream_worker.config import Config, DatabaseConfig
+from readings.rds import DatabaseSettings
+from stream_worker.config import Config
 
 MINIMAL = {
     "STREAM_NAME": "readings",
@@ -24,12 +25,14 @@ def test_the_defaults_are_the_clouds_and_the_secrets_stay_out_of_logs() -> None:
     assert config.redis_auth_token == "s3cret-token"
     assert "s3cret-token" not in repr(config)
     # An IAM auth token (no password) over TLS verified against the RDS CA bundle.
-    assert config.database == DatabaseConfig("db.example", 5432, "iot", "iot_worker", None, True, "eu-west-1")
+    assert config.database == DatabaseSettings(
+        "db.example", 5432, "iot", "iot_worker", None, True, "eu-west-1"
+    )
     assert (config.archive_dir, config.stream_retention_hours) == (Path("/mnt/archive"), 24)
 
 
 def test_the_admin_logs_in_with_the_master_password() -> None:
-    admin = DatabaseConfig.admin_from_env(
+    admin = DatabaseSettings.admin_from_env(
         MINIMAL | {"DATABASE_ADMIN_USER": "master", "DATABASE_ADMIN_PASSWORD": "s3cret-password"}
     )
     assert (admin.user, admin.password, admin.tls) == ("master", "s3cret-password", True)
@@ -61,4 +64,4 @@ def test_an_invalid_setting_is_named(overrides: dict[str, str], message: str) ->
 
 def test_the_admin_needs_its_password() -> None:
     with pytest.raises(ValueError, match="DATABASE_ADMIN_PASSWORD is required"):
-        DatabaseConfig.admin_from_env(MINIMAL | {"DATABASE_ADMIN_USER": "master"})
+        DatabaseSettings.admin_from_env(MINIMAL | {"DATABASE_ADMIN_USER": "master"})

@@ -19,9 +19,9 @@ import redis
 from psycopg_pool import AsyncConnectionPool
 from readings import Reading
 from readings.ownership import OWNERS_KEY, OWNERS_PUBLISHED_KEY, OWNERS_STALE_SECONDS
+from readings.rds import DatabaseSettings
 from stream_worker import database, worker
 from stream_worker.archive import Archive
-from stream_worker.config import DatabaseConfig
 from stream_worker.devices import register
 
 from tests.postgres import NewDatabase, PostgresDatabase
@@ -50,9 +50,7 @@ def reading(
 
 def with_pool(db: PostgresDatabase, work: Callable[[AsyncConnectionPool], Coroutine[Any, Any, T]]) -> T:
     """Runs `work` with the worker's pool, logged in as the worker's user."""
-    config = DatabaseConfig.from_env(
-        db.environment("iot_worker"), user_variable="DATABASE_USER", password_variable="DATABASE_PASSWORD"
-    )
+    config = DatabaseSettings.from_env(db.environment("iot_worker"))
 
     async def run() -> T:
         async with database.connection_pool(config, statement_timeout_seconds=5) as pool:

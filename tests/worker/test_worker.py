@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import readings
 from readings.ownership import OWNERS_KEY, OWNERS_PUBLISHED_KEY
+from readings.rds import DatabaseSettings
 from stream_worker import database, worker
 from stream_worker.archive import Archive
-from stream_worker.config import DatabaseConfig
 from stream_worker.devices import register
 
 from tests.functions.events import minutes_ago, reading
@@ -130,11 +130,7 @@ def archived_lines(services: Services) -> list[bytes]:
 
 def settle_archive(services: Services) -> None:
     """What a worker's recovery does, at once: once no worker runs, no transaction is in flight."""
-    config = DatabaseConfig.from_env(
-        services.database.environment("iot_worker"),
-        user_variable="DATABASE_USER",
-        password_variable="DATABASE_PASSWORD",
-    )
+    config = DatabaseSettings.from_env(services.database.environment("iot_worker"))
 
     async def settle() -> None:
         async with database.connection_pool(config, statement_timeout_seconds=5) as pool:
