@@ -61,6 +61,7 @@ SUFFIX_RULE = (
 # name the platform creates has a limit of 80 characters or more.
 NAME_LIMITS: tuple[tuple[str, str, int], ...] = (
     ("ElastiCache replication group id", "redis", 40),
+    ("AWS Backup vault name", "backups", 50),
     ("IAM role name", "postgres-monitoring", 64),
     ("Lambda function name", "redis-rotation", 64),
     ("RDS identifier", "postgres", 63),
