@@ -11,6 +11,7 @@ import pytest
 
 from stacks.app import synth_all
 from stacks.config import MAX_SUFFIX_LENGTH, PROJECT, STANDING_ENVIRONMENTS
+from tests.postgres import new_database, postgres_server  # noqa: F401  (one per process, for functions/ and worker/)
 
 # The short-lived environment the tests synthesize has the longest suffix allowed, so that every
 # name-length check runs against the worst case.

@@ -1,7 +1,5 @@
 """A real PostgreSQL for the tests: the server of the pgserver wheel (in the locked dev environment), one per
-test process, and a fresh database per test.
-
-    from tests.postgres import new_database, postgres_server  # noqa: F401  (fixtures, in a conftest)
+test process (the fixtures are tests/conftest.py's), and a fresh database per test.
 
     def test_something(new_database: NewDatabase) -> None:
         database = new_database()  # migrated; new_database(migrated=False) for an empty one
@@ -11,7 +9,8 @@ test process, and a fresh database per test.
 
 The server (tools.local.servers, as the local round trip starts it) listens on the loopback as RDS listens on
 its endpoint, and trusts every local connection (pgserver's initdb), so the application users log in with any
-password: the tests exercise their grants, not their authentication.
+password: the tests exercise their grants, not their authentication. It is not durable: its data is thrown
+away at the end.
 """
 
 import itertools
@@ -75,7 +74,7 @@ def postgres_server() -> Iterator[Postgres]:
     # Not under pytest's temporary directory: run as root, pgserver runs the server as a user of its own,
     # which must reach the data directory, and pytest keeps its directories to their owner.
     data = Path(tempfile.mkdtemp(prefix="pgserver-"))
-    server = start_postgres(data / "data", free_port())
+    server = start_postgres(data / "data", free_port(), durable=False)
     yield server
     stop_postgres(server.data)
     shutil.rmtree(data, ignore_errors=True)

@@ -26,11 +26,11 @@ from redis.typing import EncodableT, FieldT
 
 from tests.functions import FUNCTIONS
 from tests.functions.events import CLIENT_ID, kinesis_event
-from tests.postgres import NewDatabase, PostgresDatabase, new_database, postgres_server
+from tests.postgres import NewDatabase, PostgresDatabase
 from tools.local.servers import LOOPBACK, free_port, redis_server_executable, start_redis
 
 # Fixtures for the function tests, and what the other tests take from here.
-__all__ = ["FUNCTIONS", "new_database", "postgres_server", "redis_server_executable"]
+__all__ = ["FUNCTIONS", "redis_server_executable"]
 
 REGION = "eu-west-1"
 THRESHOLDS = {"temperature": {"max": 80}, "humidity": {"min": 10, "max": 90}}

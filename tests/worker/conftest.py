@@ -19,10 +19,8 @@ from moto.server import ThreadedMotoServer
 
 # Importing the function tests' conftest also puts functions/ on the import path.
 from tests.functions.conftest import FUNCTIONS
-from tests.postgres import NewDatabase, PostgresDatabase, new_database, postgres_server
+from tests.postgres import NewDatabase, PostgresDatabase
 from tools.local.servers import free_port, start_redis
-
-__all__ = ["new_database", "postgres_server"]  # fixtures for the worker's tests
 
 REGION = "eu-west-1"
 SHARD_COUNT = 4
