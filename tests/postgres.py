@@ -31,6 +31,9 @@ ADMIN_USER = "postgres"
 # Any: the server trusts local connections. Set so that the code under test takes its password path.
 PASSWORD = "trusted-locally"
 _database_numbers = itertools.count()
+# A database stream_worker.migrate has migrated, made once per server: copying it makes a migrated database in
+# half the time of migrating a new one.
+MIGRATED_TEMPLATE = "migrated"
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ def postgres_server() -> Iterator[Postgres]:
     # which must reach the data directory, and pytest keeps its directories to their owner.
     data = Path(tempfile.mkdtemp(prefix="pgserver-"))
     server = start_postgres(data / "data", free_port(), durable=False)
+    with psycopg.connect(_server_conninfo(server), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{MIGRATED_TEMPLATE}"'.encode())
+    migrate(PostgresDatabase(server.host, server.port, MIGRATED_TEMPLATE).conninfo())
     yield server
     stop_postgres(server.data)
     shutil.rmtree(data, ignore_errors=True)
@@ -82,20 +88,20 @@ def postgres_server() -> Iterator[Postgres]:
 
 @pytest.fixture
 def new_database(postgres_server: Postgres) -> NewDatabase:
-    """Makes a new, empty database on the session's server; migrated (stream_worker.migrate) unless
+    """Makes a new, empty database on the session's server; migrated (a copy of MIGRATED_TEMPLATE) unless
     migrated=False."""
 
     def new(migrated: bool = True) -> PostgresDatabase:
         database = PostgresDatabase(
             postgres_server.host, postgres_server.port, f"test_{next(_database_numbers)}"
         )
-        server_database = make_conninfo(
-            host=database.host, port=database.port, dbname="postgres", user=ADMIN_USER
-        )
-        with psycopg.connect(server_database, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{database.name}"'.encode())
-        if migrated:
-            migrate(database.conninfo())
+        template = MIGRATED_TEMPLATE if migrated else "template1"
+        with psycopg.connect(_server_conninfo(postgres_server), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{database.name}" TEMPLATE "{template}"'.encode())
         return database
 
     return new
+
+
+def _server_conninfo(server: Postgres) -> str:
+    return make_conninfo(host=server.host, port=server.port, dbname="postgres", user=ADMIN_USER)

@@ -15,17 +15,19 @@ import pytest
 import fast_synth
 from fast_synth.build import KERNEL_PRELUDE
 from fast_synth.postponed import PostponedAnnotationsFinder, PostponedAnnotationsLoader
-from tests.conftest import STACK_NAMES, SYNTH_ENVIRON, require
+from tests.conftest import GC_THRESHOLD, STACK_NAMES, SYNTH_ENVIRON, require
 
-# A fresh interpreter per synth, as a process imports the provider bindings only one way.
-SYNTH = """
-import json, sys
+# A fresh interpreter per synth, as a process imports the provider bindings only one way; its garbage is
+# collected as in the tests (the stock bindings' import makes the most).
+SYNTH = f"""
+import gc, json, sys
+gc.set_threshold({GC_THRESHOLD})
 from pathlib import Path
 import fast_synth
 from stacks.app import synth_all  # importing the constructs turns fast synth on
 
 stacks = synth_all(Path(sys.argv[1]), json.loads(sys.argv[2]))
-print(json.dumps({"stacks": stacks, "lazy": fast_synth.active()}))
+print(json.dumps({{"stacks": stacks, "lazy": fast_synth.active()}}))
 """
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -197,9 +198,9 @@ class Stores:
 
 
 @pytest.fixture
-def stores(aws: "Aws", redis_server: RedisServer) -> Stores:
+def stores(aws: "Aws", redis_server: RedisServer, harness_client: "HarnessClient") -> Stores:
     redis_server.client.flushall()
-    secretsmanager = boto3.client("secretsmanager")
+    secretsmanager = harness_client("secretsmanager")
     secret_arn = secretsmanager.create_secret(
         Name="iot/redis/auth-token", SecretString=json.dumps({"auth_token": REDIS_AUTH_TOKEN})
     )["ARN"]
@@ -271,8 +272,25 @@ def create_tables(dynamodb: Any, raw_table: str, aggregates_table: str) -> None:
         )
 
 
+HarnessClient = Callable[[str], Any]
+
+
+@pytest.fixture(scope="session")
+def harness_client() -> HarnessClient:
+    """The harness's client of an AWS service, made once per session: moto answers every client while a test's
+    mock is active, and making a client takes longer than most of the calls the harness makes with it."""
+
+    @cache
+    def client(service: str) -> Any:
+        return boto3.client(
+            service, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
+
+    return client
+
+
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
+def aws(monkeypatch: pytest.MonkeyPatch, harness_client: HarnessClient) -> Iterator[Aws]:
     for name, value in {
         "AWS_DEFAULT_REGION": REGION,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -287,7 +305,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
     # for every client that a test and its freshly loaded handlers create would triple the suite's time.
     with mock_aws(config={"core": {"reset_boto3_session": False}}):
         kinesis, dynamodb, sns, sqs, ssm = (
-            boto3.client(service) for service in ("kinesis", "dynamodb", "sns", "sqs", "ssm")
+            harness_client(service) for service in ("kinesis", "dynamodb", "sns", "sqs", "ssm")
         )
         kinesis.create_stream(StreamName="readings", ShardCount=1)
         create_tables(dynamodb, "raw-readings", "aggregates")

@@ -34,7 +34,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import boto3
 import pytest
 import redis
 from botocore.exceptions import ClientError
@@ -42,7 +41,13 @@ from moto import mock_aws
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.functions.conftest import FUNCTIONS, REGION, LambdaContext, redis_server_executable
+from tests.functions.conftest import (
+    FUNCTIONS,
+    REGION,
+    HarnessClient,
+    LambdaContext,
+    redis_server_executable,
+)
 
 EVENT = json.loads((Path(__file__).parent / "fixtures" / "redis_rotation_event.json").read_text())
 GROUP_ID = "iot-redis"
@@ -300,10 +305,13 @@ def load_handler(moto_aws: None, monkeypatch: pytest.MonkeyPatch) -> LoadHandler
 
 @pytest.fixture
 def rotation(
-    load_handler: LoadHandler, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+    load_handler: LoadHandler,
+    redis_server: RedisServer,
+    harness_client: HarnessClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Rotation:
     secretsmanager, elasticache, iam, lambda_ = (
-        boto3.client(service) for service in ("secretsmanager", "elasticache", "iam", "lambda")
+        harness_client(service) for service in ("secretsmanager", "elasticache", "iam", "lambda")
     )
     elasticache.create_replication_group(
         ReplicationGroupId=GROUP_ID,
