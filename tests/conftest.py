@@ -29,7 +29,8 @@ SYNTH_ENVIRON = {"ENVIRONMENT_SUFFIX": LONGEST_SUFFIX}
 # pytest-xdist (`--dist loadfile`, see the Makefile) gives each worker whole files, in collection order, so
 # that a file's costly fixture is built once. These files come first, the longest first: the local end to
 # end, its deployment's chain of Terraform runs, on a worker of its own from the start; then the ones that
-# keep a CPU busy longest (the stock synth, checkov, the two-process worker test, mypy, terraform validate).
+# keep a CPU busy longest (the stock synth, checkov, the two-process worker test, mypy, terraform validate,
+# the seed regions' validations, which fill the CPU the worker test leaves idle while it waits).
 SLOWEST_FILES = [
     "tests/e2e/test_local_environment.py",
     "tests/test_fast_synth.py",
@@ -37,6 +38,7 @@ SLOWEST_FILES = [
     "tests/worker/test_worker.py",
     "tests/test_code_quality.py",
     "tests/test_terraform.py",
+    "tests/test_regions.py",
 ]
 
 

@@ -6,6 +6,7 @@ with what forces them; those of stateful resources, whose data goes with them, a
 
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -73,12 +74,15 @@ class PlanSummary:
 
 def review(terraform: Terraform, stack_name: str) -> str:
     """Plan the initialized stack into plan.tfplan, plan.json and plan.md next to it; return plan.md."""
-    # No state lock: the reviewers' credentials are read-only, and a review must not hold up an apply.
-    terraform.run("plan", "-input=false", "-lock=false", "-out=plan.tfplan", timeout=PLAN_SECONDS)
-    plan_json = terraform.run("show", "-json", "plan.tfplan", timeout=PLAN_SECONDS, capture=True).stdout
-    (terraform.stack_dir / "plan.json").write_text(plan_json)
     stack = json.loads((terraform.stack_dir / "cdk.tf.json").read_text())
-    markdown = render(summarize(stack_name, json.loads(plan_json)), scan(stack_name, stack))
+    with ThreadPoolExecutor(1) as pool:
+        # checkov reads only the configuration: it scans while Terraform plans.
+        scanned = pool.submit(scan, stack_name, stack)
+        # No state lock: the reviewers' credentials are read-only, and a review must not hold up an apply.
+        terraform.run("plan", "-input=false", "-lock=false", "-out=plan.tfplan", timeout=PLAN_SECONDS)
+        plan_json = terraform.run("show", "-json", "plan.tfplan", timeout=PLAN_SECONDS, capture=True).stdout
+        (terraform.stack_dir / "plan.json").write_text(plan_json)
+        markdown = render(summarize(stack_name, json.loads(plan_json)), scanned.result())
     (terraform.stack_dir / "plan.md").write_text(markdown)
     return markdown
 
