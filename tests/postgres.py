@@ -14,9 +14,11 @@ away at the end.
 """
 
 import itertools
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,8 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from stream_worker.migrate import migrate
 
-from tools.local.servers import Postgres, free_port, start_postgres, stop_postgres
+from iot_constructs.database import DATABASE_NAME
+from tools.local.servers import LocalStores, Postgres, free_port, start_postgres, start_redis, stop_postgres
 
 ADMIN_USER = "postgres"
 # Any: the server trusts local connections. Set so that the code under test takes its password path.
@@ -34,6 +37,10 @@ _database_numbers = itertools.count()
 # A database stream_worker.migrate has migrated, made once per server: copying it makes a migrated database in
 # half the time of migrating a new one.
 MIGRATED_TEMPLATE = "migrated"
+# CREATE DATABASE takes the server about 0.2 s whatever the template's size, mostly waiting, and eight run at
+# once in about twice that: the tests' databases are made in batches, in parallel, the first time one is
+# wanted and whenever the batch is used up.
+DATABASE_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -86,21 +93,57 @@ def postgres_server() -> Iterator[Postgres]:
     shutil.rmtree(data, ignore_errors=True)
 
 
+class DatabaseBatches:
+    """New databases on `server`, each a copy of its template, made DATABASE_BATCH at a time."""
+
+    def __init__(self, server: Postgres) -> None:
+        self.server = server
+        self.unused: dict[str, list[str]] = {MIGRATED_TEMPLATE: [], "template1": []}
+
+    def take(self, template: str) -> PostgresDatabase:
+        unused = self.unused[template]
+        if not unused:
+            names = [f"test_{next(_database_numbers)}" for _ in range(DATABASE_BATCH)]
+            with ThreadPoolExecutor(DATABASE_BATCH) as pool:
+                list(pool.map(lambda name: self._create(name, template), names))
+            unused.extend(names)
+        return PostgresDatabase(self.server.host, self.server.port, unused.pop(0))
+
+    def _create(self, name: str, template: str) -> None:
+        with psycopg.connect(_server_conninfo(self.server), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'.encode())
+
+
+@pytest.fixture(scope="session")
+def database_batches(postgres_server: Postgres) -> DatabaseBatches:
+    return DatabaseBatches(postgres_server)
+
+
 @pytest.fixture
-def new_database(postgres_server: Postgres) -> NewDatabase:
-    """Makes a new, empty database on the session's server; migrated (a copy of MIGRATED_TEMPLATE) unless
-    migrated=False."""
+def new_database(database_batches: DatabaseBatches) -> NewDatabase:
+    """Gives a new database on the session's server, no test's but the caller's: migrated (a copy of
+    MIGRATED_TEMPLATE) unless migrated=False, else empty."""
 
     def new(migrated: bool = True) -> PostgresDatabase:
-        database = PostgresDatabase(
-            postgres_server.host, postgres_server.port, f"test_{next(_database_numbers)}"
-        )
-        template = MIGRATED_TEMPLATE if migrated else "template1"
-        with psycopg.connect(_server_conninfo(postgres_server), autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{database.name}" TEMPLATE "{template}"'.encode())
-        return database
+        return database_batches.take(MIGRATED_TEMPLATE if migrated else "template1")
 
     return new
+
+
+@pytest.fixture
+def local_stores(postgres_server: Postgres, tmp_path: Path) -> Iterator[LocalStores]:
+    """The stores `make deploy` starts for the local environment, made of the session's server (where the
+    deployment's database does not exist yet: it is dropped at the end) and a redis-server of its own."""
+    password = secrets.token_urlsafe(24)
+    port = free_port()
+    redis_server = start_redis(tmp_path / "redis", port, password)
+    try:
+        yield LocalStores(postgres_server, port, password, redis_server.pid, tmp_path / "archive")
+    finally:
+        redis_server.terminate()
+        redis_server.wait()
+        with psycopg.connect(_server_conninfo(postgres_server), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE_NAME}" WITH (FORCE)'.encode())
 
 
 def _server_conninfo(server: Postgres) -> str:

@@ -1,14 +1,13 @@
 """The REST API as synthesized, and its request model agreeing with the ingest function."""
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from iot_constructs.api import readings_request_schema
 from stacks.config import PROJECT, READING_SCHEMA, environment, short_lived_environment
-from tests.conftest import LONGEST_SUFFIX, Synth
+from tests.conftest import CUSTOM_DOMAIN, LONGEST_SUFFIX, Synth
 from tests.synth_json import one, reference_target, resources
 
 
@@ -181,42 +180,21 @@ def test_one_stack_per_account_owns_api_gateways_logging_role(stack: dict[str, A
     assert len(accounts) == int(config_of(stack_name).ingestion.api.manage_account_logging_role)
 
 
-def test_a_custom_domain_serves_the_api_with_tls_1_2_and_turns_the_default_endpoint_off(
-    tmp_path: Path,
-) -> None:
-    """No environment configures a domain (it needs a certificate); this one does, on its own stack."""
-    from dataclasses import replace
-
-    from cdktf import App
-
-    from iot_constructs.api import CustomDomain
-    from stacks.platform_stack import PlatformStack
-    from tests.test_regions import terraform
-
-    dev = environment("dev", {})
-    domain = CustomDomain("api.example.com", "arn:aws:acm:us-east-1:111122223333:certificate/abc")
-    config = replace(
-        dev, ingestion=replace(dev.ingestion, api=replace(dev.ingestion.api, custom_domain=domain))
-    )
-    app = App(outdir=str(tmp_path))
-    PlatformStack(app, config)
-    app.synth()
-    directory = tmp_path / "stacks" / config.stack_name
-    stack = json.loads((directory / "cdk.tf.json").read_text())
+def test_a_custom_domain_serves_the_api_with_tls_1_2_and_turns_the_default_endpoint_off(synth: Synth) -> None:
+    """No environment configures a domain (it needs a certificate); the custom-domain variant
+    (tests/conftest.py) does, and tests/test_terraform.py validates it."""
+    stack = synth.variant("custom-domain")
+    domain_name, certificate_arn = CUSTOM_DOMAIN
 
     assert one(stack, "aws_api_gateway_rest_api")["disable_execute_api_endpoint"] is True
     name = one(stack, "aws_api_gateway_domain_name")
-    assert (name["domain_name"], name["security_policy"]) == ("api.example.com", "TLS_1_2")
-    assert name["regional_certificate_arn"] == domain.certificate_arn
+    assert (name["domain_name"], name["security_policy"]) == (domain_name, "TLS_1_2")
+    assert name["regional_certificate_arn"] == certificate_arn
     assert name["endpoint_configuration"] == {"types": ["REGIONAL"]}
     mapping = one(stack, "aws_api_gateway_base_path_mapping")
     assert (
         reference_target(mapping["domain_name"])
         == f"aws_api_gateway_domain_name.{next(iter(resources(stack, 'aws_api_gateway_domain_name')))}"
     )
-    assert stack["output"]["api_invoke_url"]["value"] == "https://api.example.com/v1"
+    assert stack["output"]["api_invoke_url"]["value"] == f"https://{domain_name}/v1"
     assert "api_domain_target" in stack["output"]
-    init = terraform(directory, "init", "-backend=false", "-input=false")
-    assert init.returncode == 0, init.stderr
-    validate = terraform(directory, "validate", "-json")
-    assert json.loads(validate.stdout)["valid"], validate.stdout

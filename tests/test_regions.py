@@ -5,7 +5,6 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,14 +13,13 @@ from stacks.config import (
     PROD_ACCOUNT,
     REGION_ZONES,
     ConfigError,
-    environment,
     short_lived_environment,
 )
-from tests.conftest import Synth, require
+from tests.conftest import VARIANT_REGIONS, Synth, require
 from tools.local.emulator import start
 from tools.terraform import terraform_environ
 
-SEED_REGIONS = ("us-east-1", "eu-west-1", "ca-central-1")
+SEED_REGIONS = ("us-east-1", *VARIANT_REGIONS)
 
 
 def terraform(directory: Path, *args: str, **environ: str) -> subprocess.CompletedProcess[str]:
@@ -36,23 +34,6 @@ def terraform(directory: Path, *args: str, **environ: str) -> subprocess.Complet
         text=True,
         check=False,
     )
-
-
-def synthesize(config_name: str, tmp_path: Path, **environ: str) -> Path:
-    """One environment's stack alone, synthesized into `tmp_path`; returns its directory."""
-    from cdktf import App
-
-    from stacks.platform_stack import PlatformStack
-
-    config = (
-        environment(config_name, environ)
-        if config_name in ("dev", "staging", "prod", "local")
-        else short_lived_environment(config_name, environ)
-    )
-    app = App(outdir=str(tmp_path))
-    PlatformStack(app, config)
-    app.synth()
-    return tmp_path / "stacks" / config.stack_name
 
 
 def test_every_real_environment_accepts_only_its_own_account(synth: Synth) -> None:
@@ -82,23 +63,20 @@ def test_an_unknown_region_or_too_few_zones_is_refused_naming_it() -> None:
         _zones("eu-west-1", 4)
 
 
-@pytest.mark.parametrize("region", ["eu-west-1", "ca-central-1"])
-def test_the_seed_regions_synthesize_and_validate(region: str, tmp_path: Path) -> None:
-    """us-east-1 is the standing environments' region, validated with them (tests/test_terraform.py)."""
-    directory = synthesize("pr-7", tmp_path, AWS_REGION=region)
-    stack: dict[str, Any] = json.loads((directory / "cdk.tf.json").read_text())
+@pytest.mark.parametrize("region", VARIANT_REGIONS)
+def test_the_seed_regions_synthesize_in_their_own_region_and_zones(synth: Synth, region: str) -> None:
+    """us-east-1 is the standing environments' region; tests/test_terraform.py validates every one."""
+    stack = synth.variant(region)
     assert stack["provider"]["aws"][0]["region"] == region
-    init = terraform(directory, "init", "-backend=false", "-input=false")
-    assert init.returncode == 0, init.stderr
-    validate = terraform(directory, "validate", "-json")
-    assert json.loads(validate.stdout)["valid"], validate.stdout
+    subnets = stack["resource"]["aws_subnet"].values()
+    assert {subnet["availability_zone"] for subnet in subnets} == set(REGION_ZONES[region][:2])
 
 
 def test_planning_prod_with_another_accounts_credentials_fails_at_once_naming_the_account(
-    tmp_path: Path,
+    synth: Synth, tmp_path: Path
 ) -> None:
     """The emulator's account stands for dev's: prod's provider refuses it before reading anything."""
-    directory = synthesize("prod", tmp_path / "out")
+    directory = shutil.copytree(synth.stack_dir("iot-platform-prod"), tmp_path / "prod")
     # State stays on this machine; the provider's account lookup goes to the emulator.
     (directory / "backend_override.tf.json").write_text(json.dumps({"terraform": {"backend": {"local": {}}}}))
     emulator = start(tmp_path / "moto.log")

@@ -18,9 +18,10 @@ from moto.server import ThreadedMotoServer
 from stream_worker.migrate import migrate
 
 import tools.verify
+from iot_constructs.database import DATABASE_NAME
 from stacks.config import environment
 from tools.local.emulator import CREDENTIALS
-from tools.local.servers import temporary_stores
+from tools.local.servers import LocalStores
 from tools.verify import (
     EMULATOR_SKIPS_API,
     NO_LOCAL_STORES,
@@ -163,27 +164,28 @@ def test_the_emulator_passes_what_it_can_and_says_what_it_skipped(
 
 def test_on_the_emulator_the_workers_probe_runs_here_against_the_local_stores(
     deployment: Deployment,
+    local_stores: LocalStores,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with temporary_stores("verify-") as stores:
-        stores.create_database("iot")
-        migrate(stores.conninfo("iot"))
-        monkeypatch.setattr(tools.verify, "running_stores", lambda: stores)
-        code, output = verify(deployment, tmp_path, capsys)
-        assert line(output, "data-stores") == (
-            "PASS  data-stores     PostgreSQL, Redis and the archive file system answer the worker"
-        )
-        assert "ok    postgres: logged in to 127.0.0.1 as iot_worker; 0 devices registered" in output
-        refused = replace(stores, redis_password="not-the-token")
-        monkeypatch.setattr(tools.verify, "running_stores", lambda: refused)
-        code, output = verify(deployment, tmp_path, capsys)
-        assert code == 1
-        assert line(output, "data-stores").startswith(
-            "FAIL  data-stores     the worker's probe exited with 1"
-        )
-        assert "FAIL  redis: AuthenticationError" in output
+    local_stores.create_database(DATABASE_NAME)
+    migrate(local_stores.conninfo(DATABASE_NAME))
+    monkeypatch.setattr(tools.verify, "running_stores", lambda: local_stores)
+    code, output = verify(deployment, tmp_path, capsys)
+    assert line(output, "data-stores") == (
+        "PASS  data-stores     PostgreSQL, Redis and the archive file system answer the worker"
+    )
+    assert "ok    postgres: logged in to 127.0.0.1 as iot_worker; 0 devices registered" in output
+    # The probe's stores are tests/worker/test_probe.py's; here, that verify reports a failing one.
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    refused = replace(local_stores, archive_dir=not_a_directory / "archive")
+    monkeypatch.setattr(tools.verify, "running_stores", lambda: refused)
+    code, output = verify(deployment, tmp_path, capsys)
+    assert code == 1
+    assert line(output, "data-stores").startswith("FAIL  data-stores     the worker's probe exited with 1")
+    assert "FAIL  archive: NotADirectoryError" in output
 
 
 def test_a_topic_lacking_a_configured_subscription_fails_naming_it(

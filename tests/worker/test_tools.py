@@ -29,20 +29,19 @@ def test_the_local_environment_needs_the_stores_make_deploy_starts(
 
 
 def test_on_the_emulator_the_admin_commands_run_here_against_the_local_stores(
-    monkeypatch: pytest.MonkeyPatch,
+    local_stores: servers.LocalStores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The emulator runs no containers: make migrate and tools.devices run the admin container's commands as
-    processes of this machine, against the PostgreSQL that `make deploy` started."""
-    # A new directory, as make deploy's is the first time.
-    with servers.temporary_stores("tools-stores-") as stores:
-        state = stores.archive_dir.parent / "stores.json"
-        state.write_text(stores.to_json())
-        monkeypatch.setattr(servers, "STORES_STATE", state)
-        assert migrate.main(["--env", "local"]) == 0
-        assert migrate.main(["--env", "local"]) == 0  # a re-run applies nothing
-        assert devices.main(["register", "--env", "local", "--client", "abc123", "device-1"]) == 0
-        assert devices.main(["register", "--env", "local", "--client", "other", "device-1"]) == 1
-        with psycopg.connect(stores.conninfo(DATABASE_NAME)) as connection:
-            assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [("0001",)]
-            owners = connection.execute("SELECT device_id, client_id FROM devices").fetchall()
-        assert owners == [("device-1", "abc123")]
+    processes of this machine, against the PostgreSQL that `make deploy` started (no database yet, as the
+    first time)."""
+    state = local_stores.archive_dir.parent / "stores.json"
+    state.write_text(local_stores.to_json())
+    monkeypatch.setattr(servers, "STORES_STATE", state)
+    assert migrate.main(["--env", "local"]) == 0
+    assert migrate.main(["--env", "local"]) == 0  # a re-run applies nothing
+    assert devices.main(["register", "--env", "local", "--client", "abc123", "device-1"]) == 0
+    assert devices.main(["register", "--env", "local", "--client", "other", "device-1"]) == 1
+    with psycopg.connect(local_stores.conninfo(DATABASE_NAME)) as connection:
+        assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [("0001",)]
+        owners = connection.execute("SELECT device_id, client_id FROM devices").fetchall()
+    assert owners == [("device-1", "abc123")]
