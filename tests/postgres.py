@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,20 +131,27 @@ def new_database(database_batches: DatabaseBatches) -> NewDatabase:
     return new
 
 
-@pytest.fixture
-def local_stores(postgres_server: Postgres, tmp_path: Path) -> Iterator[LocalStores]:
-    """The stores `make deploy` starts for the local environment, made of the session's server (where the
-    deployment's database does not exist yet: it is dropped at the end) and a redis-server of its own."""
+@contextmanager
+def stores_on(server: Postgres, directory: Path) -> Iterator[LocalStores]:
+    """The stores `make deploy` starts for the local environment, made of `server` (the deployment's database
+    is dropped at the end) and a redis-server of their own, with the archive, under `directory`."""
     password = secrets.token_urlsafe(24)
     port = free_port()
-    redis_server = start_redis(tmp_path / "redis", port, password)
+    redis_server = start_redis(directory / "redis", port, password)
     try:
-        yield LocalStores(postgres_server, port, password, redis_server.pid, tmp_path / "archive")
+        yield LocalStores(server, port, password, redis_server.pid, directory / "archive")
     finally:
         redis_server.terminate()
         redis_server.wait()
-        with psycopg.connect(_server_conninfo(postgres_server), autocommit=True) as admin:
+        with psycopg.connect(_server_conninfo(server), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE_NAME}" WITH (FORCE)'.encode())
+
+
+@pytest.fixture
+def local_stores(postgres_server: Postgres, tmp_path: Path) -> Iterator[LocalStores]:
+    """The local stores as `make deploy` first starts them: the deployment's database does not exist yet."""
+    with stores_on(postgres_server, tmp_path) as stores:
+        yield stores
 
 
 def _server_conninfo(server: Postgres) -> str:

@@ -21,8 +21,9 @@ import pytest
 
 from stacks.config import EnvironmentConfig, short_lived_environment
 from tests.conftest import require
+from tests.postgres import stores_on
 from tools.local.emulator import Emulator, start
-from tools.local.servers import LocalStores, temporary_stores
+from tools.local.servers import LocalStores, Postgres
 from tools.local.terraform import Terraform
 from tools.terraform import terraform_environ
 
@@ -107,7 +108,9 @@ def local_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
 
 
 @pytest.fixture(scope="session")
-def local_stores() -> Iterator[LocalStores]:
-    """PostgreSQL and redis-server for the worker and the functions, as `make deploy` starts them."""
-    with temporary_stores("local-stores-") as stores:
+def deployment_stores(
+    postgres_server: Postgres, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStores]:
+    """The local stores of the deployment, for the worker and the functions, as `make deploy` starts them."""
+    with stores_on(postgres_server, tmp_path_factory.mktemp("stores")) as stores:
         yield stores
