@@ -144,6 +144,7 @@ def synth(tmp_path_factory: pytest.TempPathFactory) -> Synth:
             synthesized.write_text(json.dumps(written))
     written = json.loads(synthesized.read_text())
     assert written["stacks"] == STACK_NAMES
+    assert list(written["variants"]) == VARIANT_NAMES
     return Synth(
         outdir,
         {name: json.loads((outdir / "stacks" / name / "cdk.tf.json").read_text()) for name in STACK_NAMES},
