@@ -14,7 +14,6 @@ away at the end.
 """
 
 import itertools
-import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 from stream_worker.migrate import migrate
 
 from iot_constructs.database import DATABASE_NAME
-from tools.local.servers import LocalStores, Postgres, free_port, start_postgres, start_redis, stop_postgres
+from tools.local.servers import LocalStores, Postgres, free_port, start_postgres, stop_postgres
 
 ADMIN_USER = "postgres"
 # Any: the server trusts local connections. Set so that the code under test takes its password path.
@@ -135,14 +134,11 @@ def new_database(database_batches: DatabaseBatches) -> NewDatabase:
 def stores_on(server: Postgres, directory: Path) -> Iterator[LocalStores]:
     """The stores `make deploy` starts for the local environment, made of `server` (the deployment's database
     is dropped at the end) and a redis-server of their own, with the archive, under `directory`."""
-    password = secrets.token_urlsafe(24)
-    port = free_port()
-    redis_server = start_redis(directory / "redis", port, password)
+    stores = LocalStores.beside(server, directory)
     try:
-        yield LocalStores(server, port, password, redis_server.pid, directory / "archive")
+        yield stores
     finally:
-        redis_server.terminate()
-        redis_server.wait()
+        stores.stop_redis()
         with psycopg.connect(_server_conninfo(server), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE_NAME}" WITH (FORCE)'.encode())
 

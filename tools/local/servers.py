@@ -144,7 +144,12 @@ class LocalStores:
     def start(cls, directory: Path) -> LocalStores:
         """Starts both servers, keeping their data under `directory`; they run until `stop`."""
         directory.mkdir(parents=True, exist_ok=True)
-        postgres = start_postgres(directory / "postgres", free_port())
+        return cls.beside(start_postgres(directory / "postgres", free_port()), directory)
+
+    @classmethod
+    def beside(cls, postgres: Postgres, directory: Path) -> LocalStores:
+        """The stores of a running PostgreSQL and a redis-server started for them, with its data and the
+        archive under `directory`; the redis-server runs until `stop` or `stop_redis`."""
         password = secrets.token_urlsafe(24)
         port = free_port()
         redis_server = start_redis(directory / "redis", port, password)
@@ -152,6 +157,9 @@ class LocalStores:
 
     def stop(self) -> None:
         stop_postgres(self.postgres.data)
+        self.stop_redis()
+
+    def stop_redis(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.redis_pid, signal.SIGTERM)
 
