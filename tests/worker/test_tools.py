@@ -45,3 +45,9 @@ def test_on_the_emulator_the_admin_commands_run_here_against_the_local_stores(
         assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [("0001",)]
         owners = connection.execute("SELECT device_id, client_id FROM devices").fetchall()
     assert owners == [("device-1", "abc123")]
+
+
+def test_the_stores_make_deploy_starts_answer_until_stopped() -> None:
+    with servers.temporary_stores("tools-stores-") as stores:
+        assert stores.answers()
+    assert not stores.answers()
