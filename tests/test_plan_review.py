@@ -127,7 +127,12 @@ def test_a_plan_without_removals_has_no_table_and_no_warning() -> None:
 
 
 def test_the_summary_lists_the_findings_without_an_exception() -> None:
-    finding = Finding("CKV_AWS_158", "resource.logs_log-group_ABC", "Ensure CloudWatch logs are encrypted")
+    finding = Finding(
+        "iot-platform-dev",
+        "CKV_AWS_158",
+        "resource.logs_log-group_ABC",
+        "Ensure CloudWatch logs are encrypted",
+    )
     failed = ScanResult(findings=4, unexcused=(finding,), parsing_errors=0)
     markdown = render(PlanSummary("iot-platform-dev", ()), failed)
     assert "**Security scan (checkov): failed**, 1 of 4 findings have no exception" in markdown
