@@ -26,11 +26,14 @@ from tools.verify import (
     EMULATOR_SKIPS_API,
     NO_LOCAL_STORES,
     PROBE_COMMAND,
+    Result,
     Target,
     api_round_trip,
     check_data_stores,
     check_worker,
     main,
+    passed,
+    run,
 )
 
 REGION = "eu-west-1"
@@ -246,6 +249,18 @@ def test_a_missing_output_fails_its_check_only(
     assert code == 1, output
     assert line(output, "worker") == "FAIL  worker          the outputs have no worker_service_name"
     assert line(output, "alert-topic").startswith("PASS")
+
+
+def test_the_checks_run_at_once_and_are_reported_in_their_order() -> None:
+    """Checks spend most of their time waiting: two that wait for each other both pass."""
+    both_running = threading.Barrier(2, timeout=5)  # broken, failing the test, if one waits alone
+
+    def check(target: Target) -> Result:
+        return passed(f"arrived {both_running.wait()}")
+
+    results = run(Target({}), {"second": check, "first": check})
+    assert list(results) == ["second", "first"]
+    assert sorted(result.detail for result in results.values()) == ["arrived 0", "arrived 1"]
 
 
 def test_on_aws_a_worker_short_of_tasks_fails(deployment: Deployment) -> None:

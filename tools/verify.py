@@ -21,6 +21,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -88,6 +89,9 @@ class Target:
     api_poll_seconds: float = API_POLL_SECONDS
     task_poll_seconds: float = TASK_POLL_SECONDS
     session: Any = field(default=None)
+    """The session of every client (tests point the real-AWS checks at moto with it, one check at a time);
+    by default, each client gets a session of its own, as the checks run at once (`run`) and a boto3 session
+    is not thread-safe."""
     stores: LocalStores | None = None
     """On the emulator, the local data stores `make deploy` started, if they run."""
     subscriptions: tuple[Subscription, ...] = ()
@@ -103,7 +107,8 @@ class Target:
         return topic_arn.split(":")[3]
 
     def aws(self) -> Any:
-        """A boto3 session in the outputs' region: the emulator's credentials, or the caller's."""
+        """`session`, or a new boto3 session in the outputs' region: the emulator's credentials, or the
+        caller's."""
         if self.session is not None:
             return self.session
         if self.on_emulator:
@@ -329,16 +334,21 @@ CHECKS: dict[str, Check] = {
 
 
 def run(target: Target, checks: Mapping[str, Check] = CHECKS) -> dict[str, Result]:
-    """Every check's result; a check that raises fails with the error, and the others still run."""
-    results: dict[str, Result] = {}
-    for name, check in checks.items():
+    """Every check's result, in the order of `checks`. The checks run at once, as most of their time is spent
+    waiting (readings to come back through the API, the probe task to stop); a check that raises fails with
+    the error, and the others still run."""
+
+    def result(check: Check) -> Result:
         try:
-            results[name] = check(target)
+            return check(target)
         except KeyError as error:
-            results[name] = failed(f"the outputs have no {error.args[0]}")
+            return failed(f"the outputs have no {error.args[0]}")
         except (BotoCoreError, ClientError, urllib.error.URLError, OSError, ValueError) as error:
-            results[name] = failed(f"{type(error).__name__}: {error}")
-    return results
+            return failed(f"{type(error).__name__}: {error}")
+
+    with ThreadPoolExecutor(len(checks)) as pool:
+        futures = {name: pool.submit(result, check) for name, check in checks.items()}
+    return {name: future.result() for name, future in futures.items()}
 
 
 def report(results: Mapping[str, Result]) -> str:
