@@ -24,7 +24,7 @@ from tests.conftest import require
 from tests.postgres import stores_on
 from tools.local.emulator import Emulator, start
 from tools.local.servers import LocalStores, Postgres
-from tools.local.terraform import Terraform
+from tools.local.terraform import Terraform, stop
 from tools.terraform import terraform_environ
 
 
@@ -69,7 +69,9 @@ CLI_ENVIRON = {"CHECKPOINT_DISABLE": "1", "DISABLE_VERSION_CHECK": "1"}
 
 
 @pytest.fixture(scope="session")
-def local_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalEnvironment]:
+def local_environment(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalEnvironment]:
     require(shutil.which("terraform") is not None, "terraform is not on PATH")
     require(CLI.exists(), f"{CLI} is missing: run `make setup`")
     workdir = tmp_path_factory.mktemp("local-environment")
@@ -85,20 +87,29 @@ def local_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
         local = LocalEnvironment(emulator, config, terraform, workdir / "outputs.json")
         try:
             local.deployed = True  # a failed apply leaves part of the stack
-            # fmt: off
-            deploy = subprocess.run(
-                [
-                    str(CLI), "deploy", config.stack_name, "--auto-approve", "--output", str(outdir),
-                    "--outputs-file", str(local.outputs_file),
-                    # `terraform providers lock` asks the registry for checksums, which fails offline;
-                    # `terraform init` has locked the provider from the mirror.
-                    "--skip-provider-lock",
-                ],
-                cwd=PROJECT_ROOT, env={**terraform.environ, **CLI_ENVIRON}, capture_output=True, text=True,
-                timeout=DEPLOY_SECONDS,
-            )
-            # fmt: on
-            assert deploy.returncode == 0, deploy.stdout[-5000:] + deploy.stderr[-5000:]
+            # Its output goes to a file: nothing reads it until the deploy ends.
+            with (workdir / "deploy.log").open("w+") as log:
+                # fmt: off
+                deploy = subprocess.Popen(
+                    [
+                        str(CLI), "deploy", config.stack_name, "--auto-approve", "--output", str(outdir),
+                        "--outputs-file", str(local.outputs_file),
+                        # `terraform providers lock` asks the registry for checksums, which fails offline;
+                        # `terraform init` has locked the provider from the mirror.
+                        "--skip-provider-lock",
+                    ],
+                    cwd=PROJECT_ROOT, env={**terraform.environ, **CLI_ENVIRON}, stdout=log,
+                    stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                )
+                # fmt: on
+                try:
+                    request.getfixturevalue("deployment_stores")  # started while the stack deploys
+                    deploy.wait(timeout=DEPLOY_SECONDS)
+                finally:
+                    if deploy.poll() is None:
+                        stop(deploy)  # Terraform releases the state lock
+                log.seek(0)
+                assert deploy.returncode == 0, log.read()[-10000:]
             yield local
         finally:
             if local.deployed:
@@ -111,6 +122,7 @@ def local_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loca
 def deployment_stores(
     postgres_server: Postgres, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalStores]:
-    """The local stores of the deployment, for the worker and the functions, as `make deploy` starts them."""
+    """The local stores of the deployment, for the worker and the functions, as `make deploy` starts them;
+    local_environment starts them while the stack deploys."""
     with stores_on(postgres_server, tmp_path_factory.mktemp("stores")) as stores:
         yield stores

@@ -57,10 +57,10 @@ class Terraform:
         except subprocess.TimeoutExpired:
             raise TerraformError(
                 f"`terraform {' '.join(args)}` in {self.stack_dir} was stopped after {timeout:.0f} s"
-                f"\n{_stop(process)[-ERROR_TAIL_CHARS:]}"
+                f"\n{stop(process)[-ERROR_TAIL_CHARS:]}"
             ) from None
         except KeyboardInterrupt:
-            _stop(process)  # Ctrl-C reaches only this process's group
+            stop(process)  # Ctrl-C reaches only this process's group
             raise
         if process.returncode not in ok:
             raise TerraformError(
@@ -92,8 +92,9 @@ class Terraform:
         return [address for address in listed.splitlines() if not address.startswith("data.")]
 
 
-def _stop(process: subprocess.Popen[str]) -> str:
-    """Interrupt Terraform, kill it if it does not stop in time, and return its output."""
+def stop(process: subprocess.Popen[str]) -> str:
+    """Interrupt Terraform (or the cdktf CLI) and the rest of its session's process group; kill them if they
+    do not stop in time, and return the output."""
     os.killpg(process.pid, signal.SIGINT)
     try:
         output, _ = process.communicate(timeout=INTERRUPT_GRACE_SECONDS)
