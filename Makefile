@@ -15,10 +15,12 @@ PIPENV := $(PYTHON) -m pipenv
 CHECKOV_VENV := .cache/checkov-venv
 # The tests run on pytest-xdist workers, each given whole files (so that a file's costly fixture is built
 # once), in collection order: tests/conftest.py puts the slowest files first, the local end to end first of
-# all, so that it runs beside the rest. `make test` runs one worker per CPU: more only slow the end to end.
-# Without it, one more worker than CPUs keeps both busy while a test waits on its servers (10 s less on 2).
-PYTEST := $(PIPENV) run pytest --dist loadfile --no-loadscope-reorder
-FAST_WORKERS := $(shell $(PYTHON) -c 'import os; print(os.cpu_count() + 1)')
+# all, so that it runs beside the rest. One more worker than CPUs keeps the CPUs busy while tests wait on
+# their servers, and the others finish the rest long before the end to end ends: with one per CPU, the
+# last file was often handed to the end to end's worker (xdist gives a worker its next file once two of its
+# tests are left) and waited there for the destroy.
+WORKERS := $(shell $(PYTHON) -c 'import os; print(os.cpu_count() + 1)')
+PYTEST := $(PIPENV) run pytest --dist loadfile --no-loadscope-reorder -n $(WORKERS)
 
 .PHONY: setup synth test test-fast snapshots bench
 
@@ -55,11 +57,11 @@ synth: setup
 ## Run every test: unit, snapshots, terraform validate, checkov, functions, worker, the local end to end,
 ## ruff and mypy.
 test: setup
-	$(PYTEST) -n auto
+	$(PYTEST)
 
 ## The inner loop: every test but the local end to end's deployment (tests/e2e/test_local_environment.py).
 test-fast: setup
-	$(PYTEST) -n $(FAST_WORKERS) --ignore=tests/e2e/test_local_environment.py
+	$(PYTEST) --ignore=tests/e2e/test_local_environment.py
 
 ## Print the benchmarks' figures (synth: stock against fast; functions: throughput and AWS calls; feedback:
 ## how long the tests and a synth take).

@@ -12,19 +12,21 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from stacks.config import EnvironmentConfig, short_lived_environment
 from tests.conftest import require
 from tests.postgres import stores_on
 from tools.local.emulator import Emulator, start
 from tools.local.servers import LocalStores, Postgres
-from tools.local.terraform import Terraform, stop
+from tools.local.terraform import PLAN_SECONDS, Terraform, stop
 from tools.terraform import terraform_environ
 
 
@@ -36,6 +38,8 @@ class LocalEnvironment:
     outputs_file: Path
     """The stack's outputs, as `cdktf deploy --outputs-file` writes them."""
     deployed: bool = False
+    plan_during_apply: subprocess.CompletedProcess[str] | None = None
+    """A plan started while the deploy's apply held the state lock; None if the lock was never seen."""
 
     @property
     def stack(self) -> dict[str, Any]:
@@ -48,6 +52,16 @@ class LocalEnvironment:
         """The state's bucket and key."""
         backend = self.stack["terraform"]["backend"]["s3"]
         return backend["bucket"], backend["key"]
+
+    def locked(self) -> bool:
+        """Whether an operation holds the state lock (Terraform's lock file beside the state)."""
+        bucket, key = self.state
+        s3 = self.emulator.client("s3", self.config.backend.region)
+        try:
+            s3.head_object(Bucket=bucket, Key=f"{key}.tflock")
+        except ClientError:
+            return False
+        return True
 
     def variant(self, directory: Path, change: Callable[[dict[str, Any]], None]) -> Terraform:
         """A copy of the stack, with `change` made to its configuration, initialized on the same state."""
@@ -104,6 +118,7 @@ def local_environment(
                 # fmt: on
                 try:
                     request.getfixturevalue("deployment_stores")  # started while the stack deploys
+                    local.plan_during_apply = plan_during_apply(local, deploy)
                     deploy.wait(timeout=DEPLOY_SECONDS)
                 finally:
                     if deploy.poll() is None:
@@ -116,6 +131,22 @@ def local_environment(
                 terraform.destroy()
     finally:
         emulator.stop()
+
+
+def plan_during_apply(
+    local: LocalEnvironment, deploy: subprocess.Popen[str]
+) -> subprocess.CompletedProcess[str] | None:
+    """A plan started once the deploy's apply holds the state lock (for its whole two minutes), which must
+    fail at once; None if the deploy ends before its lock is seen."""
+    while not ((local.terraform.stack_dir / "cdk.tf.json").exists() and local.locked()):
+        if deploy.poll() is not None:
+            return None
+        time.sleep(0.2)
+    # fmt: off
+    return local.terraform.run(
+        "plan", "-input=false", "-lock-timeout=0s", timeout=PLAN_SECONDS, ok=(0, 1), capture=True
+    )
+    # fmt: on
 
 
 @pytest.fixture(scope="session")

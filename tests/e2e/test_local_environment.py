@@ -1,16 +1,12 @@
-"""The local environment end to end, on one deployment and in this order: everything deploys; readings make
-the round trip and verify passes what the emulator allows, while four checks run beside them (a second plan
-changes nothing, the emulator's ignored diffs are exactly those listed, the plan review reads a change right,
-the state lock holds); and the destroy leaves nothing behind.
+"""The local environment end to end, on one deployment and in this order: everything deploys, and a plan
+started meanwhile fails on the state lock; readings make the round trip and verify passes what the emulator
+allows, while three plans run beside them (a second plan changes nothing, the emulator's ignored diffs are
+exactly those listed, the plan review reads a change right); and the destroy leaves nothing behind.
 
 `make verify` (tools/verify.py) checks the deployment as far as the emulator allows.
 """
 
 import json
-import os
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -18,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
 import tools.verify
 from stacks.emulator import IGNORED_DRIFT
@@ -27,7 +22,7 @@ from tests.e2e.inventory import inventory
 from tools.local.plan_review import PlanSummary, review, summarize
 from tools.local.round_trip import RoundTrip, load_outputs, round_trip
 from tools.local.servers import LocalStores
-from tools.local.terraform import PLAN_SECONDS, Terraform, TerraformError
+from tools.local.terraform import PLAN_SECONDS, Terraform
 
 
 def changed_attributes(terraform: Terraform) -> dict[str, set[str]]:
@@ -90,46 +85,6 @@ def reviewed_change(local_environment: LocalEnvironment, directory: Path) -> tup
     return markdown, summarize(local_environment.config.stack_name, plan)
 
 
-def second_operation_refused(terraform: Terraform, s3: Any, bucket: str, key: str) -> None:
-    """While a plan holds the state lock, a second plan fails at once naming it; the first then finishes and
-    releases the lock."""
-
-    def locked() -> bool:
-        try:
-            s3.head_object(Bucket=bucket, Key=f"{key}.tflock")
-        except ClientError:
-            return False
-        return True
-
-    # The first plan takes the lock before it loads the provider's schema, and holds it for several seconds;
-    # not refreshing spares the emulator 164 reads while the round trip runs.
-    first = subprocess.Popen(
-        ["terraform", "plan", "-input=false", "-refresh=false", "-no-color"],
-        cwd=terraform.stack_dir,
-        env=dict(terraform.environ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + PLAN_SECONDS
-        while not locked():
-            assert first.poll() is None, "the first plan ended before its lock was seen"
-            assert time.monotonic() < deadline, "the first plan never took the lock"
-            time.sleep(0.05)
-        with pytest.raises(TerraformError, match="Error acquiring the state lock") as refused:
-            terraform.run("plan", "-input=false", "-lock-timeout=0s", timeout=PLAN_SECONDS)
-        assert "PreconditionFailed" in str(refused.value)
-        output, _ = first.communicate(timeout=PLAN_SECONDS)
-        assert first.returncode == 0, output
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-    assert not locked()
-
-
 @dataclass(frozen=True)
 class Plans:
     after_apply: Future[dict[str, set[str]]]
@@ -138,28 +93,19 @@ class Plans:
     """changed_attributes of the deployed stack without stacks/emulator.py's ignore_changes."""
     review: Future[tuple[str, PlanSummary]]
     """reviewed_change."""
-    state_lock: Future[None]
-    """second_operation_refused."""
 
     def wait(self) -> None:
-        futures: list[Future[Any]] = [
-            self.after_apply,
-            self.without_ignored_drift,
-            self.review,
-            self.state_lock,
-        ]
+        futures: list[Future[Any]] = [self.after_apply, self.without_ignored_drift, self.review]
         wait(futures)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def plans(local_environment: LocalEnvironment, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plans]:
     """The plans that tests below check, started as soon as the stack is deployed. They run beside each other
-    and beside the round trip and verify, each spending most of its time waiting on the emulator: only the
-    state lock's first plan takes the lock, which the others, with -lock=false, do not see."""
+    and beside the round trip: none takes the state lock, and each spends most of its time waiting on the
+    emulator."""
     directory = tmp_path_factory.mktemp("plans")
-    bucket, key = local_environment.state
-    s3 = local_environment.emulator.client("s3", local_environment.config.backend.region)
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(3) as pool:
         yield Plans(
             pool.submit(changed_attributes, local_environment.terraform),
             pool.submit(
@@ -168,7 +114,6 @@ def plans(local_environment: LocalEnvironment, tmp_path_factory: pytest.TempPath
                 )
             ),
             pool.submit(reviewed_change, local_environment, directory / "changed"),
-            pool.submit(second_operation_refused, local_environment.terraform, s3, bucket, key),
         )
 
 
@@ -215,8 +160,14 @@ def test_verify_passes_what_the_emulator_allows_and_says_what_it_skipped(
     }
 
 
-def test_a_second_operation_fails_while_the_first_holds_the_state_lock(plans: Plans) -> None:
-    plans.state_lock.result()
+def test_a_plan_fails_at_once_while_the_deploy_holds_the_state_lock(
+    local_environment: LocalEnvironment,
+) -> None:
+    refused = local_environment.plan_during_apply
+    assert refused is not None, "the deploy ended before its state lock was seen"
+    assert refused.returncode == 1, refused.stdout
+    assert "Error acquiring the state lock" in refused.stdout and "PreconditionFailed" in refused.stdout
+    assert not local_environment.locked()  # the deploy released it
 
 
 def test_a_plan_right_after_the_apply_changes_nothing(plans: Plans) -> None:
