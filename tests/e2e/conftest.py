@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,16 @@ class LocalEnvironment:
         backend = self.stack["terraform"]["backend"]["s3"]
         return backend["bucket"], backend["key"]
 
+    @cached_property
+    def s3(self) -> Any:
+        """A client of the emulator's S3, which holds the state and its lock."""
+        return self.emulator.client("s3", self.config.backend.region)
+
     def locked(self) -> bool:
         """Whether an operation holds the state lock (Terraform's lock file beside the state)."""
         bucket, key = self.state
-        s3 = self.emulator.client("s3", self.config.backend.region)
         try:
-            s3.head_object(Bucket=bucket, Key=f"{key}.tflock")
+            self.s3.head_object(Bucket=bucket, Key=f"{key}.tflock")
         except ClientError:
             return False
         return True
@@ -142,11 +147,9 @@ def plan_during_apply(
         if deploy.poll() is not None:
             return None
         time.sleep(0.2)
-    # fmt: off
     return local.terraform.run(
         "plan", "-input=false", "-lock-timeout=0s", timeout=PLAN_SECONDS, ok=(0, 1), capture=True
     )
-    # fmt: on
 
 
 @pytest.fixture(scope="session")
